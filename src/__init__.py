@@ -1,0 +1,1 @@
+"""Span-based dual-encoder (bi-encoder) named entity recognition: model, data, training and evaluation."""
