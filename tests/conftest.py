@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny random BERT backbone (built here, offline) and small JSONL corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+TINY_RECORDS = [
+    (["John", "Smith", "lives", "in", "New", "York", "."], [(0, 2, "PER"), (4, 6, "LOC")]),
+    (["Apple", "hired", "Mary", "Jones", "yesterday"], [(0, 1, "ORG"), (2, 4, "PER")]),
+    (["The", "weather", "in", "Paris", "is", "nice"], [(3, 4, "LOC")]),
+    (["Microsoft", "and", "Google", "compete", "in", "Seattle"], [(0, 1, "ORG"), (2, 3, "ORG"), (5, 6, "LOC")]),
+    (["Nothing", "to", "see", "here"], []),
+    (["Angela", "Merkel", "visited", "Berlin", "and", "the", "U.N.", "."], [(0, 2, "PER"), (3, 4, "LOC"),
+                                                                            (6, 7, "ORG")]),
+]
+
+
+def make_record(idx: int, tokens: list[str], spans: list[tuple[int, int, str]]) -> dict:
+    """A valid JSONL record with token and char spans (text = tokens joined by single spaces)."""
+    starts, pos = [], 0
+    for tok in tokens:
+        starts.append(pos)
+        pos += len(tok) + 1
+    token_spans = [{"start": s, "end": e, "label": lab} for s, e, lab in spans]
+    char_spans = [{"start": starts[s], "end": starts[e - 1] + len(tokens[e - 1]), "label": lab} for s, e, lab in spans]
+    return {"id": str(idx), "tokens": tokens, "text": " ".join(tokens), "token_spans": token_spans,
+            "char_spans": char_spans}
+
+
+def tiny_records() -> list[dict]:
+    return [make_record(i, toks, spans) for i, (toks, spans) in enumerate(TINY_RECORDS)]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 2-layer, hidden-32 random BERT saved with the embedded backbone's tokenizer; returns its folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from src.config import resolve_model_name_or_path
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name_or_path("all-MiniLM-L6-v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> dict[str, Path]:
+    """train/validation/test JSONL files of the tiny hand-made corpus."""
+    records = tiny_records()
+    return {split: write_jsonl(tmp_path / f"{split}.jsonl", records) for split in ("train", "validation", "test")}

@@ -1,0 +1,33 @@
+"""Train a span-based dual-encoder NER model: `python train.py CONFIG.json [--key value ...]`."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the config and overrides, run training; on bad input print one clear error and return 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    from src.args import ConfigError, config_help, load_config
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python train.py CONFIG.json [--key value ...]\n\nConfig keys (JSON or --key value):")
+        print(config_help())
+        return 0 if argv else 2
+    from src.data import DataValidationError
+
+    from src.model import BackboneNotFoundError
+    from src.trainer import OutputDirError, train_from_config
+
+    path, overrides = (None, argv) if argv[0].startswith("--") else (argv[0], argv[1:])
+    try:
+        model_config, data_args, training_args = load_config(path, overrides)
+        train_from_config(model_config, data_args, training_args)
+    except (ConfigError, DataValidationError, OutputDirError, BackboneNotFoundError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
