@@ -149,7 +149,8 @@ def _check_type(key: str, value: Any, annotation: Any, source: str) -> None:
 
 def _parse_override(key: str, text: str, annotation: Any) -> Any:
     """Turn a command-line string into a value of the key's type (JSON for lists, dicts, null, numbers, bools)."""
-    if annotation is str or (typing.get_args(annotation) and str in typing.get_args(annotation) and text != "null"):
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    if annotation is str or (is_union and str in typing.get_args(annotation) and text != "null"):
         return text
     try:
         return json.loads(text)

@@ -1,0 +1,85 @@
+"""Convert CoNLL-style NER data (files, corpus folders or Hugging Face datasets) to the project's JSONL format, or
+report statistics of a JSONL file. See docs/data.md; the work is done in src/conversion.py and src/corpus_stats.py.
+
+    python conll_dataset_formatter.py --input ../shared/data/conll2003/train.txt --output data/processed/train.jsonl
+    python conll_dataset_formatter.py --input ../shared/data/wnut17 --output data/processed/wnut17
+    python conll_dataset_formatter.py --stats data/processed/train.jsonl --tokenizer all-MiniLM-L6-v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.conll import SCHEMES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The formatter's command line: exactly one of --input, --hf-dataset or --stats."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--input", type=Path, help="a CoNLL file, or a folder whose files are all converted")
+    mode.add_argument("--hf-dataset", metavar="NAME", help="a Hugging Face dataset with tokens/ner_tags columns")
+    mode.add_argument("--stats", type=Path, metavar="FILE.jsonl", help="validate a JSONL file and print statistics")
+    parser.add_argument("--output", type=Path, help="output .jsonl file, or folder (folder input, --hf-dataset)")
+    parser.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto", help="tag scheme of the input")
+    parser.add_argument("--label-map", help='JSON object or JSON file renaming labels, e.g. \'{"PER": "person"}\'')
+    parser.add_argument("--tokenizer", help="with --stats: tokenizer name or path for subword statistics")
+    parser.add_argument("--max-seq-length", type=int, help="with --stats: subwords per sentence incl. special tokens")
+    parser.add_argument("--max-span-length", type=int, help="with --stats: longest entity (tokens, and subwords)")
+    return parser
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from src import conversion
+
+    if args.stats is not None:
+        from src.corpus_stats import compute_corpus_stats, format_corpus_stats, load_tokenizer
+        from src.data import read_jsonl
+
+        records = read_jsonl(args.stats)
+        tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+        stats = compute_corpus_stats(
+            records,
+            tokenizer=tokenizer,
+            tokenizer_name=args.tokenizer,
+            max_seq_length=args.max_seq_length,
+            max_span_length=args.max_span_length,
+        )
+        print(format_corpus_stats(stats, title=str(args.stats)))
+        return
+    if args.output is None:
+        parser.error("--output is required with --input and --hf-dataset")
+    label_map = conversion.parse_label_map(args.label_map) if args.label_map else None
+    if args.input is not None:
+        converted = conversion.convert_paths(args.input, args.output, scheme=args.scheme, label_map=label_map)
+    else:
+        dataset_dict = conversion.load_hf_dataset(args.hf_dataset)
+        converted = conversion.convert_hf_dataset(
+            dataset_dict, args.output, name=args.hf_dataset, scheme=args.scheme, label_map=label_map
+        )
+    for item in converted:
+        print(conversion.format_conversion_summary(item, label_map))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the formatter; return 0 on success, 1 on bad input (the message names file and line), 2 on bad usage."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("max_seq_length", "max_span_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.stats is None and (args.tokenizer or args.max_seq_length or args.max_span_length):
+        parser.error("--tokenizer, --max-seq-length and --max-span-length go with --stats")
+    try:
+        _run(args, parser)
+    except (OSError, ValueError) as error:  # DataValidationError, ConllFormatError, missing files, hub unreachable
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
