@@ -14,10 +14,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python train.py CONFIG.json [--key value ...]\n\nConfig keys (JSON or --key value):")
         print(config_help())
         return 0 if argv else 2
+    from src.checkpoints import OutputDirError
     from src.data import DataValidationError
-
     from src.model import BackboneNotFoundError
-    from src.trainer import OutputDirError, train_from_config
+    from src.trainer import train_from_config
 
     path, overrides = (None, argv) if argv[0].startswith("--") else (argv[0], argv[1:])
     try:

@@ -14,9 +14,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import LoggerType
 from transformers import HfArgumentParser
 
 from .config import SpanModelConfig
+
+# Tracker names Accelerate knows ("all" left out: a run should say what it reports to).
+TRACKERS = tuple(str(t) for t in LoggerType if str(t) != "all")
 
 
 class ConfigError(ValueError):
@@ -57,7 +61,8 @@ class TrainingArgs:
     output_dir: str = field(default="outputs", metadata={"help": "Run folder: logs, checkpoints, best/, final/."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow starting in a non-empty output_dir."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "Checkpoint folder to resume from, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={"help": "Checkpoint folder to resume from, or 'latest' for the newest complete one in output_dir."},
     )
     do_train: bool = field(default=True, metadata={"help": "Run training."})
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation set every eval_steps."})
@@ -74,7 +79,9 @@ class TrainingArgs:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_steps: int = field(default=1000, metadata={"help": "Optimizer updates to run."})
-    eval_steps: int = field(default=200, metadata={"help": "Evaluate and checkpoint every this many updates."})
+    eval_steps: int = field(
+        default=200, metadata={"help": "Checkpoint (and with do_eval evaluate) every this many updates."}
+    )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every this many updates."})
     save_total_limit: int | None = field(
         default=2, metadata={"help": "Keep at most this many checkpoint-* folders (best's source is kept)."}
@@ -87,7 +94,9 @@ class TrainingArgs:
     fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (GPU only)."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even when a GPU is present."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
-    report_to: list[str] = field(default_factory=list, metadata={"help": "Trackers, e.g. [\"tensorboard\"]."})
+    report_to: list[str] = field(
+        default_factory=list, metadata={"help": "Trackers (installed separately), e.g. [\"tensorboard\"]."}
+    )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the console progress bar."})
 
     def __post_init__(self) -> None:
@@ -104,6 +113,12 @@ class TrainingArgs:
             raise ConfigError("'bf16' and 'fp16' cannot both be true")
         if self.warmup_steps < 0 or self.learning_rate <= 0:
             raise ConfigError("'warmup_steps' must be >= 0 and 'learning_rate' > 0")
+        for key in ("max_grad_norm", "dataloader_num_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'{key}' must be >= 0, got {getattr(self, key)}")
+        unknown = [name for name in self.report_to if name not in TRACKERS]
+        if unknown:
+            raise ConfigError(f"'report_to': unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)}")
 
     @property
     def mixed_precision(self) -> str:

@@ -1,27 +1,45 @@
 """Step-based training of a `SpanModel` with Hugging Face Accelerate: evaluation, checkpoints, best/final, test.
 
-One process or many (`accelerate launch`, `torchrun`): only the main process writes files and `run.log`.
+One process or many (`accelerate launch`, `torchrun`): each process trains on its own shard of every epoch and scores
+its shard at evaluation; only the main process writes files and `run.log`. A resumed run restores weights, optimizer,
+scheduler, step, RNG states and the position in the data order, so it continues as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_scheduler
 
-from .args import DataArgs, TrainingArgs, resolved_config
-from .collator import InBatchDataCollator, IndexedRecords, model_inputs
+from .args import ConfigError, DataArgs, TrainingArgs, resolved_config
+from .checkpoints import (
+    CHECKPOINT_PREFIX,
+    EVAL_RESULTS_NAME,
+    STATE_NAME,
+    TRACKING_DIR,
+    TRAINING_STATE_DIR,
+    atomic_directory,
+    check_output_dir,
+    clear_previous_run,
+    copy_model_files,
+    list_checkpoints,
+    read_saved_step,
+    recover_interrupted_writes,
+    remove_folder,
+    resolve_checkpoint,
+    rotation_victims,
+    write_json_atomic,
+)
+from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
 from .config import SpanModelConfig
 from .data import label_set, load_splits
 from .evaluation import evaluate_records
@@ -29,89 +47,55 @@ from .logger import setup_logging
 from .metrics import format_metrics
 from .model import SpanModel
 
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_NAME = "trainer_state.json"
-TRAINING_STATE_DIR = "training_state"
 
+def check_trackers(report_to: list[str]) -> None:
+    """Fail, before anything is written, when a tracker named in report_to is not installed.
 
-class OutputDirError(RuntimeError):
-    """The output folder holds an earlier run and neither overwrite nor resume was asked for."""
+    Accelerate itself would only warn and train without it.
+    """
+    from accelerate.tracking import get_available_trackers
 
-
-def check_output_dir(args: TrainingArgs) -> None:
-    """Refuse to start in a non-empty output_dir unless overwrite_output_dir or resume_from_checkpoint is set."""
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output_dir '{out}' exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir and not args.resume_from_checkpoint:
-        raise OutputDirError(
-            f"output_dir '{out}' already exists and is not empty. Nothing was changed. To continue that run, set "
-            "\"resume_from_checkpoint\": \"latest\" (or a checkpoint path); to write over it, set "
-            "\"overwrite_output_dir\": true; or choose another output_dir."
+    available = {str(tracker) for tracker in get_available_trackers()}
+    missing = [name for name in report_to if name not in available]
+    if missing:
+        raise ConfigError(
+            f"'report_to' asks for {', '.join(missing)}, which is not installed: run 'pip install "
+            f"{' '.join(missing)}' or remove it from report_to"
         )
 
 
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first (temporary folders of an interrupted save excluded)."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return []
-    found = [p for p in out.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
-    found = [p for p in found if p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / STATE_NAME).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+def make_accelerator(args: TrainingArgs) -> Accelerator:
+    """The run's Accelerator: precision, accumulation, device, trackers and the data sharding of every epoch."""
+    check_trackers(args.report_to)
+    out = Path(args.output_dir)
+    accelerator = Accelerator(
+        # Both given explicitly, so the config decides and a launcher's --mixed_precision or
+        # --gradient_accumulation_steps (environment variables) cannot silently change them.
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
+        cpu=args.use_cpu,
+        log_with=args.report_to or None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / TRACKING_DIR)),
+        # Every process draws the same permutation (seed + epoch) and takes its own batches of it.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        # The encoders' pooler layers never reach the loss; DDP must not wait for their gradients.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    if args.fp16 and accelerator.device.type == "cpu":
+        raise ConfigError("'fp16' needs a GPU (on the CPU Accelerate would quietly train in float32); use 'bf16'")
+    return accelerator
 
 
-def resolve_checkpoint(output_dir: str | Path, resume: str) -> Path:
-    """'latest' -> the newest complete checkpoint in output_dir; else the given folder, which must be complete."""
-    if resume == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise FileNotFoundError(f"resume_from_checkpoint='latest': no complete checkpoint in '{output_dir}'")
-        return checkpoints[-1]
-    path = Path(resume)
-    if not (path / STATE_NAME).is_file():
-        raise FileNotFoundError(f"resume_from_checkpoint: '{path}' is not a complete checkpoint (no {STATE_NAME})")
-    return path
+def build_train_loader(dataset: Dataset, *, collate_fn, args: TrainingArgs) -> DataLoader:
+    """A shuffled loader over `dataset` with its own generator.
 
-
-@contextmanager
-def atomic_directory(final: Path, *, is_main_process: bool = True, accelerator: Accelerator | None = None):
-    """Yield a temporary sibling folder and rename it to `final` only once everything inside was written.
-
-    A crash at any moment leaves either the old `final` or the new one, never a half-written folder under that
-    name; leftovers are hidden `.name.tmp`/`.name.old` folders that the next save clears.
+    Creating an iterator over a loader without a generator draws from the global RNG, which drives dropout: a
+    resumed run, which creates one more iterator than the uninterrupted run, would then drift from it.
     """
-    tmp = final.parent / f".{final.name}.tmp"
-    old = final.parent / f".{final.name}.old"
-    if is_main_process:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    try:
-        yield tmp
-        if accelerator is not None:
-            accelerator.wait_for_everyone()
-    except BaseException:
-        if is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if is_main_process:
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return DataLoader(
+        dataset, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate_fn,
+        num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed), drop_last=False,
+    )
 
 
 def build_optimizer(model: SpanModel, args: TrainingArgs) -> torch.optim.Optimizer:
@@ -133,20 +117,16 @@ class SpanTrainer:
     def __init__(self, model_config: SpanModelConfig, data_args: DataArgs, args: TrainingArgs) -> None:
         self.model_config, self.data_args, self.args = model_config, data_args, args
         self.output_dir = Path(args.output_dir)
-        self.accelerator = Accelerator(
-            mixed_precision=args.mixed_precision,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            cpu=args.use_cpu,
-            log_with=args.report_to or None,
-            project_dir=str(self.output_dir),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        )
+        self.accelerator = make_accelerator(args)
         self.is_main = self.accelerator.is_main_process
         self.logger = setup_logging(None, is_main_process=self.is_main)
         self.global_step = 0
+        self.epoch, self.batch_in_epoch = 0, 0  # position in the data order: batches of this epoch already used
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.log_history: list[dict] = []
+        self.resume_path: Path | None = None
+        self.resume_state: dict | None = None
 
     # ----------------------------------------------------------------- setup
     def _load_data(self) -> None:
@@ -159,7 +139,7 @@ class SpanTrainer:
         needed = {"train": a.do_train, "validation": a.do_train and a.do_eval, "test": a.do_predict}
         for split, wanted in needed.items():
             if wanted and not self.splits.get(split):
-                raise ValueError(
+                raise ConfigError(
                     f"no {split} data: set '{'dataset_name' if d.dataset_name else split + '_file'}' or turn off "
                     f"'{'do_predict' if split == 'test' else 'do_eval' if split == 'validation' else 'do_train'}'"
                 )
@@ -189,7 +169,7 @@ class SpanTrainer:
         log.info(f"Run '{a.run_name}' -> {self.output_dir.resolve()}")
         log.info(f"Device: {acc.device} | processes: {acc.num_processes} | mixed precision: {a.mixed_precision}")
         for split, records in self.splits.items():
-            n_ent = sum(len(r.get("token_spans", [])) for r in records)
+            n_ent = sum(len(gold_spans(r, self.data_args.annotation_format)) for r in records)
             log.info(f"Dataset {split}: {len(records)} examples, {n_ent} entities, labels {label_set(records)}")
         total = sum(p.numel() for p in self.model.parameters())
         head = sum(p.numel() for p in self.model.span_head.parameters())
@@ -216,41 +196,58 @@ class SpanTrainer:
     # ------------------------------------------------------------- main entry
     def run(self) -> dict:
         """Train (if asked), evaluate, test; returns the test results dict (empty without do_predict)."""
-        a = self.args
-        check_output_dir(a)
-        self.resume_path = resolve_checkpoint(a.output_dir, a.resume_from_checkpoint) if a.resume_from_checkpoint \
-            else None
+        a, acc = self.args, self.accelerator
+        check_output_dir(a.output_dir, overwrite=a.overwrite_output_dir, resume=a.resume_from_checkpoint)
+        if a.resume_from_checkpoint:
+            self.resume_path = resolve_checkpoint(a.output_dir, a.resume_from_checkpoint)
+            self.resume_state = json.loads((self.resume_path / STATE_NAME).read_text(encoding="utf-8"))
         set_seed(a.seed)
         self._load_data()  # bad data fails here, before anything is written
         self._build_model()
+        acc.wait_for_everyone()  # every process has checked output_dir before the main process changes it
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.accelerator.wait_for_everyone()
+            if self.resume_path is None and a.overwrite_output_dir:
+                clear_previous_run(self.output_dir)
+            recover_interrupted_writes(self.output_dir)
+        acc.wait_for_everyone()
         self.logger = setup_logging(self.output_dir, is_main_process=self.is_main)
+        if self.is_main and self.resume_state is not None:
+            self._restore_best()
         self.config_dict = resolved_config(self.model_config, self.data_args, a)
         if self.is_main:
             write_json_atomic(self.output_dir / "config.json", self.config_dict)
         if a.report_to:
-            self.accelerator.init_trackers(a.run_name, config={k: str(v) for k, v in self.config_dict.items()})
+            acc.init_trackers(a.run_name, config={k: str(v) for k, v in self.config_dict.items()})
         self._log_setup()
         if a.do_train:
             self.train()
         results = self.test() if a.do_predict else {}
         if a.report_to:
-            self.accelerator.end_training()
+            acc.end_training()
         return results
 
-    # ------------------------------------------------------------- training
-    def _train_loader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.args.seed)  # keeps loader seeding off the global RNG
-        loader = DataLoader(
-            IndexedRecords(self.splits["train"]), batch_size=self.args.per_device_train_batch_size, shuffle=True,
-            collate_fn=self.train_collator, num_workers=self.args.dataloader_num_workers, generator=generator,
-            drop_last=False,
-        )
-        return loader
+    def _restore_best(self) -> None:
+        """Make best/ the model of the resumed checkpoint's best_step again.
 
+        A kill can fall between writing a checkpoint and refreshing best/, and a resume from an older checkpoint
+        must not keep a best/ from that checkpoint's future.
+        """
+        step = self.resume_state["best_step"]
+        best = self.output_dir / "best"
+        if step is None or read_saved_step(best) == step:
+            return
+        source = self.resume_path.parent / f"{CHECKPOINT_PREFIX}{step}"
+        if not (source / STATE_NAME).is_file():
+            self.logger.warning(f"best/ does not hold the best model of step {step} and {source} is gone")
+            return
+        with atomic_directory(best) as tmp:
+            copy_model_files(source, tmp)
+        self.logger.warning(f"best/ restored from {source}")
+
+    # ------------------------------------------------------------- training
     def train(self) -> None:
+        """The step loop: accumulate, clip, update, log; checkpoint (and evaluate) every eval_steps; save final/."""
         a, acc, log = self.args, self.accelerator, self.logger
         optimizer = build_optimizer(self.model, a)
         scheduler = get_scheduler(
@@ -258,22 +255,16 @@ class SpanTrainer:
         )
         # The scheduler is stepped by hand once per update: Accelerate's wrapper would step it once per process.
         acc.register_for_checkpointing(scheduler)
-        self.model, optimizer, loader = acc.prepare(self.model, optimizer, self._train_loader())
-        self.optimizer, self.scheduler = optimizer, scheduler
+        loader = build_train_loader(IndexedRecords(self.splits["train"]), collate_fn=self.train_collator, args=a)
+        self.model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
         # Model weights live in the checkpoint's save_pretrained layout; training_state/ holds only the rest.
         acc.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
         acc.register_load_state_pre_hook(lambda models, input_dir: models.clear())
-        epoch, skip = 0, 0
-        if self.resume_path is not None:
-            acc.load_state(str(self.resume_path / TRAINING_STATE_DIR))
-            state = json.loads((self.resume_path / STATE_NAME).read_text())
-            self.global_step, self.log_history = state["global_step"], state["log_history"]
-            self.best_metric, self.best_step = state["best_metric"], state["best_step"]
-            batches_done = self.global_step * a.gradient_accumulation_steps
-            epoch, skip = divmod(batches_done, len(loader))
-            log.info(f"Resumed from {self.resume_path} at step {self.global_step} (epoch {epoch}, batch {skip})")
+        if self.resume_state is not None:
+            acc.load_state(str(self.resume_path / TRAINING_STATE_DIR))  # optimizer, scheduler, RNG of each process
+            self._restore_trainer_state(len(loader))
         log.info(f"Starting training for {a.max_steps} steps...")
-        start_time, window_loss, window_n = time.time(), 0.0, 0
+        start_time, start_step, window_loss, window_n = time.time(), self.global_step, 0.0, 0
         bar = tqdm(
             total=a.max_steps, initial=self.global_step, disable=not self.is_main or a.disable_tqdm,
             dynamic_ncols=True, desc="train",
@@ -281,10 +272,10 @@ class SpanTrainer:
         self.model.train()
         with logging_redirect_tqdm(loggers=[log]):
             while self.global_step < a.max_steps:
-                loader.set_epoch(epoch)
-                batches = acc.skip_first_batches(loader, skip) if skip else loader
-                skip = 0
+                loader.set_epoch(self.epoch)
+                batches = acc.skip_first_batches(loader, self.batch_in_epoch) if self.batch_in_epoch else loader
                 for batch in batches:
+                    self.batch_in_epoch += 1
                     with acc.accumulate(self.model):
                         out = self.model(**model_inputs(batch))
                         acc.backward(out.loss)
@@ -304,14 +295,35 @@ class SpanTrainer:
                     if self.global_step % a.logging_steps == 0 or self.global_step == a.max_steps:
                         self._log_train(window_loss / window_n, lr, start_time)
                         window_loss, window_n = 0.0, 0
-                    if a.do_eval and (self.global_step % a.eval_steps == 0 or self.global_step == a.max_steps):
-                        self._evaluate_and_checkpoint()
+                    if self.global_step % a.eval_steps == 0 or self.global_step == a.max_steps:
+                        self._checkpoint()
                     if self.global_step >= a.max_steps:
                         break
-                epoch += 1
+                else:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
         self._save_final()
-        log.info(f"Training finished: {self.global_step} steps in {time.time() - start_time:.1f}s")
+        log.info(f"Training finished at step {self.global_step}: {self.global_step - start_step} steps in "
+                 f"{time.time() - start_time:.1f}s")
+
+    def _restore_trainer_state(self, batches_per_epoch: int) -> None:
+        """Step, best, history and data position from the checkpoint's trainer_state.json."""
+        state, log = self.resume_state, self.logger
+        self.global_step, self.log_history = state["global_step"], state["log_history"]
+        self.best_metric, self.best_step = state["best_metric"], state["best_step"]
+        epoch, done = state["epoch"], state["batch_in_epoch"]
+        batch_size = self.args.per_device_train_batch_size * self.accelerator.num_processes
+        if state["train_batch_size"] != batch_size:
+            done = done * state["train_batch_size"] // batch_size
+            log.warning(
+                f"The checkpoint was trained with {state['train_batch_size']} examples per batch over all processes, "
+                f"this run uses {batch_size}: the data position is rounded to whole batches and the run is not an "
+                "exact continuation"
+            )
+        if done >= batches_per_epoch:
+            epoch, done = epoch + 1, 0
+        self.epoch, self.batch_in_epoch = epoch, done
+        log.info(f"Resumed from {self.resume_path} at step {self.global_step} (epoch {epoch}, batch {done})")
 
     def _log_train(self, loss: float, lr: float, start_time: float) -> None:
         loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device), "mean"))
@@ -329,74 +341,107 @@ class SpanTrainer:
     def evaluate(self, split: str) -> dict:
         """Metrics of the current model on a split (all processes take part; every example scored once)."""
         model = self.accelerator.unwrap_model(self.model)
-        metrics, _ = evaluate_records(
-            model, self.splits[split], self.eval_collator, batch_size=self.args.per_device_eval_batch_size,
-            threshold=self.args.threshold, flat_ner=self.args.flat_ner, accelerator=self.accelerator,
-        )
+        with self._training_loader_hidden():
+            metrics, _ = evaluate_records(
+                model, self.splits[split], self.eval_collator, batch_size=self.args.per_device_eval_batch_size,
+                threshold=self.args.threshold, flat_ner=self.args.flat_ner, accelerator=self.accelerator,
+            )
         return metrics
 
-    def _evaluate_and_checkpoint(self) -> None:
+    @contextmanager
+    def _training_loader_hidden(self):
+        """Take the training loader out of Accelerate's gradient state while evaluating.
+
+        `gather_for_metrics` trims what it gathers to the remainder of the *active* loader when that loader is at
+        its end; called while the training loop sits on the last batch of an epoch, it would cut the validation
+        predictions as if they were the training epoch's padded last batch.
+        """
+        state = self.accelerator.gradient_state
+        loaders = [loader for loader in state.dataloader_references if loader is not None]
+        for loader in loaders:
+            state._remove_dataloader(loader)
+        try:
+            yield
+        finally:
+            for loader in loaders:
+                state._add_dataloader(loader)
+
+    def _checkpoint(self) -> None:
+        """Evaluate (with do_eval), save checkpoint-<step>/, refresh best/ when the metric improved, rotate."""
         a, log = self.args, self.logger
+        metrics = self._evaluate_validation() if a.do_eval else None
+        checkpoint = self._save_checkpoint(metrics)
+        if metrics is not None and self.best_step == self.global_step:
+            with atomic_directory(self.output_dir / "best", is_main_process=self.is_main,
+                                  accelerator=self.accelerator) as tmp:
+                if self.is_main:
+                    copy_model_files(checkpoint, tmp)
+            log.info(f"New best model ({a.metric_for_best_model}={self.best_metric:.4f}) saved to "
+                     f"{self.output_dir / 'best'}")
+        # Only now, with best/ in place, may the checkpoint best/ came from before go.
+        if self.is_main:
+            checkpoints = list_checkpoints(self.output_dir)
+            for path in rotation_victims(checkpoints, limit=a.save_total_limit, keep_step=self.best_step):
+                remove_folder(path)
+
+    def _evaluate_validation(self) -> dict:
+        a = self.args
         metrics = self.evaluate("validation")
-        log.info(f"Evaluation at step {self.global_step}: " + format_metrics(metrics))
-        value = metrics[a.metric_for_best_model]
+        self.logger.info(f"Evaluation at step {self.global_step}: " + format_metrics(metrics))
         self.log_history.append({"step": self.global_step, **{f"eval_{k}": v for k, v in metrics.items()
                                                               if not isinstance(v, dict)}})
         if a.report_to:
             self.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
                                  step=self.global_step)
-        improved = self.best_metric is None or value > self.best_metric
-        if improved:
+        value = metrics[a.metric_for_best_model]
+        if self.best_metric is None or value > self.best_metric:
             self.best_metric, self.best_step = value, self.global_step
-        self._save_checkpoint()
-        if improved:
-            self._save_model(self.output_dir / "best", extra={"step": self.global_step, "eval_metrics": metrics})
-            log.info(f"New best model ({a.metric_for_best_model}={value:.4f}) saved to {self.output_dir / 'best'}")
+        return metrics
 
     # ------------------------------------------------------------- saving
-    def _save_model(self, target: Path, *, extra: dict | None = None) -> None:
-        acc = self.accelerator
-        with atomic_directory(target, is_main_process=self.is_main, accelerator=acc) as tmp:
-            if self.is_main:
-                acc.unwrap_model(self.model).save_pretrained(tmp)
-                if extra is not None:
-                    write_json_atomic(tmp / "eval_results.json", extra)
-
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, metrics: dict | None) -> Path:
+        """Model folder + eval_results.json + training_state/ (every process adds its RNG state) + trainer_state."""
         acc = self.accelerator
         target = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
         with atomic_directory(target, is_main_process=self.is_main, accelerator=acc) as tmp:
             if self.is_main:
                 acc.unwrap_model(self.model).save_pretrained(tmp)
+                if metrics is not None:
+                    write_json_atomic(tmp / EVAL_RESULTS_NAME, {"step": self.global_step, "eval_metrics": metrics})
+            # After evaluation, so a resumed run starts from the RNG state the uninterrupted one continues with.
             acc.save_state(str(tmp / TRAINING_STATE_DIR))
             if self.is_main:
-                state = {
-                    "global_step": self.global_step, "best_metric": self.best_metric, "best_step": self.best_step,
-                    "log_history": self.log_history,
-                }
-                write_json_atomic(tmp / STATE_NAME, state)
-        if self.is_main:
-            self._rotate_checkpoints()
+                write_json_atomic(tmp / STATE_NAME, self._trainer_state())
+        return target
 
-    def _rotate_checkpoints(self) -> None:
-        limit = self.args.save_total_limit
-        if limit is None:
-            return
-        keep_best = f"{CHECKPOINT_PREFIX}{self.best_step}"
-        removable = [p for p in list_checkpoints(self.output_dir) if p.name != keep_best]
-        budget = limit - (1 if (self.output_dir / keep_best).is_dir() else 0)
-        for path in removable[: max(0, len(removable) - max(budget, 1))]:
-            shutil.rmtree(path, ignore_errors=True)
+    def _trainer_state(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "train_batch_size": self.args.per_device_train_batch_size * self.accelerator.num_processes,
+            "num_processes": self.accelerator.num_processes,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "log_history": self.log_history,
+        }
 
     def _save_final(self) -> None:
-        self._save_model(self.output_dir / "final", extra={"step": self.global_step})
+        acc = self.accelerator
+        with atomic_directory(self.output_dir / "final", is_main_process=self.is_main, accelerator=acc) as tmp:
+            if self.is_main:
+                acc.unwrap_model(self.model).save_pretrained(tmp)
+                write_json_atomic(tmp / EVAL_RESULTS_NAME, {"step": self.global_step})
         self.logger.info(f"Final model saved to {self.output_dir / 'final'}")
 
     # ------------------------------------------------------------- test
     def test(self) -> dict:
         """Score the test split with best/ (or the current model without one) and write test_results.json."""
         best = self.output_dir / "best"
-        source = "best" if best.is_dir() else "final" if self.args.do_train else "untrained"
+        if best.is_dir():
+            source = "best"
+        else:
+            source = "final" if self.args.do_train else self.resume_path.name if self.resume_path else "untrained"
         if source == "best":
             self.model = SpanModel.from_pretrained(best).to(self.accelerator.device)
         self.logger.info(f"Scoring the test set with the {source} model...")

@@ -73,3 +73,13 @@ def test_shipped_configs_parse():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json")):
         load_config(str(path))
+
+
+def test_configs_readme_documents_every_key():
+    from pathlib import Path
+
+    from src.args import _all_fields
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "README.md").read_text()
+    missing = [key for key in _all_fields() if f"`{key}`" not in text]
+    assert not missing, f"configs/README.md does not explain {missing}"
