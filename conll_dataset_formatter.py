@@ -4,6 +4,8 @@ report statistics of a JSONL file. See docs/data.md; the work is done in src/con
     python conll_dataset_formatter.py --input ../shared/data/conll2003/train.txt --output data/processed/train.jsonl
     python conll_dataset_formatter.py --input ../shared/data/wnut17 --output data/processed/wnut17
     python conll_dataset_formatter.py --stats data/processed/train.jsonl --tokenizer all-MiniLM-L6-v2
+    python conll_dataset_formatter.py --to-gliner data/processed/train.jsonl --output data/gliner/train.json
+    python conll_dataset_formatter.py --from-gliner data/gliner/train.json --output data/processed/train.jsonl
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from src.conll import SCHEMES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The formatter's command line: exactly one of --input, --hf-dataset or --stats."""
+    """The formatter's command line: exactly one of --input, --hf-dataset, --stats, --to-gliner, --from-gliner."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--input", type=Path, help="a CoNLL file, or a folder whose files are all converted")
     mode.add_argument("--hf-dataset", metavar="NAME", help="a Hugging Face dataset with tokens/ner_tags columns")
     mode.add_argument("--stats", type=Path, metavar="FILE.jsonl", help="validate a JSONL file and print statistics")
+    mode.add_argument("--to-gliner", type=Path, metavar="FILE.jsonl",
+                      help="convert a JSONL file to GLiNER's format (a JSON list; JSONL if --output ends in .jsonl)")
+    mode.add_argument("--from-gliner", type=Path, metavar="FILE",
+                      help="convert a GLiNER data file (JSON list or JSONL) to a JSONL file")
     parser.add_argument("--output", type=Path, help="output .jsonl file, or folder (folder input, --hf-dataset)")
     parser.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto", help="tag scheme of the input")
     parser.add_argument("--label-map", help='JSON object or JSON file renaming labels, e.g. \'{"PER": "person"}\'')
@@ -50,7 +56,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(format_corpus_stats(stats, title=str(args.stats)))
         return
     if args.output is None:
-        parser.error("--output is required with --input and --hf-dataset")
+        parser.error("--output is required with --input, --hf-dataset, --to-gliner and --from-gliner")
+    if args.to_gliner is not None or args.from_gliner is not None:
+        if args.label_map or args.scheme != "auto":
+            parser.error("--label-map and --scheme go with --input and --hf-dataset")
+        if args.to_gliner is not None:
+            print(conversion.convert_to_gliner(args.to_gliner, args.output))
+        else:
+            print(conversion.convert_from_gliner(args.from_gliner, args.output))
+        return
     label_map = conversion.parse_label_map(args.label_map) if args.label_map else None
     if args.input is not None:
         converted = conversion.convert_paths(args.input, args.output, scheme=args.scheme, label_map=label_map)

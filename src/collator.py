@@ -2,7 +2,8 @@
 
 Spans live in "units": token indices for `annotation_format="tokens"` (pre-split words, `token_spans`) and
 character offsets for `"text"` (raw text, `char_spans`); both use exclusive ends. Inside a batch they become
-subword positions with an inclusive end.
+subword positions with an inclusive end. For evaluation and prediction an example longer than the window is split
+into overlapping windows (`encode_windows`), so nothing is truncated.
 """
 
 from __future__ import annotations
@@ -54,18 +55,36 @@ class Alignment:
             return self.start_of[start], self.end_of[end]
         return None
 
+    def covered_units(self) -> tuple[int, int]:
+        """(first, last) unit, both inclusive, spanned by the complete words of this row; (0, -1) if none."""
+        if not self.start_of:
+            return 0, -1
+        return min(self.start_of), self.last_unit - 1
 
-def align_encoding(encoding, *, annotation_format: str) -> tuple[Alignment, list[bool], list[bool]]:
+    def candidates_to_units(self, candidates: list[tuple]) -> list[tuple]:
+        """Decoded (start, end_inclusive, ...) tuples in subword positions -> the same with inclusive unit ends."""
+        out = []
+        for i, j, *rest in candidates:
+            start, end = self.to_units(i, j)
+            out.append((start, end - 1, *rest))
+        return out
+
+
+def align_encoding(
+    encoding, *, annotation_format: str, word_extents: dict[int, tuple[int, int]] | None = None
+) -> tuple[Alignment, list[bool], list[bool]]:
     """Build the alignment and the word-initial / word-final masks of one tokenizers `Encoding`.
 
     A word is a pre-split token ("tokens") or a pre-tokenizer word ("text"); a word cut by truncation gets no
-    word-final subword, so no span can end inside its visible part.
+    word-final subword, so no span can end inside its visible part. For a window of a longer example pass
+    `word_extents` (see `measure_word_extents`): a window may also start inside a word, and a subword then counts as
+    word-initial / word-final only where it holds the word's first / last character.
     """
     word_ids = encoding.word_ids
     offsets = encoding.offsets
     n = len(word_ids)
     cut_word = None
-    if encoding.overflowing:
+    if encoding.overflowing and word_extents is None:
         next_ids = [w for w in encoding.overflowing[0].word_ids if w is not None]
         cut_word = next_ids[0] if next_ids else None
     starts, ends = [False] * n, [False] * n
@@ -79,14 +98,99 @@ def align_encoding(encoding, *, annotation_format: str) -> tuple[Alignment, list
             unit_start[p], unit_end[p] = w, w + 1
         else:
             unit_start[p], unit_end[p] = offsets[p]
-        if p == 0 or word_ids[p - 1] != w:
+        first_in_window = p == 0 or word_ids[p - 1] != w
+        last_in_window = p + 1 == n or word_ids[p + 1] != w
+        if word_extents is not None:
+            first_in_window &= offsets[p][0] == word_extents[w][0]
+            last_in_window &= offsets[p][1] == word_extents[w][1]
+        if first_in_window:
             starts[p] = True
             alignment.start_of[unit_start[p]] = p
-        if (p + 1 == n or word_ids[p + 1] != w) and w != cut_word:
+        if last_in_window and w != cut_word:
             ends[p] = True
             alignment.end_of[unit_end[p]] = p
             alignment.last_unit = max(alignment.last_unit, unit_end[p])
     return alignment, starts, ends
+
+
+def measure_word_extents(encodings) -> dict[int, tuple[int, int]]:
+    """Word id -> (first, last) character offset of the word over all windows of one example.
+
+    Offsets are into the text ("text") or into the word itself (pre-split words), so in both cases a subword
+    starting at `first` begins its word and one ending at `last` completes it.
+    """
+    extents: dict[int, tuple[int, int]] = {}
+    for encoding in encodings:
+        for w, (start, end) in zip(encoding.word_ids, encoding.offsets, strict=True):
+            if w is None:
+                continue
+            first, last = extents.get(w, (start, end))
+            extents[w] = (min(first, start), max(last, end))
+    return extents
+
+
+def default_stride(tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int, max_span_length: int) -> int:
+    """Subwords shared by consecutive windows: a quarter of the window, and at least the longest span.
+
+    With an overlap of at least `max_span_length` every candidate span lies whole inside some window; the
+    tokenizer needs the overlap to be smaller than the window's content.
+    """
+    content = max_seq_length - tokenizer.num_special_tokens_to_add()
+    return max(1, min(content - 1, max(max_span_length, content // 4)))
+
+
+@dataclass
+class Windows:
+    """Inputs split into overlapping windows of at most max_seq_length subwords; N windows in input order."""
+
+    input_ids: torch.Tensor  # [N, L]
+    attention_mask: torch.Tensor  # [N, L]
+    start_mask: torch.Tensor  # [N, L] bool, word-initial subwords
+    end_mask: torch.Tensor  # [N, L] bool, word-final subwords
+    alignments: list[Alignment]  # per window, in the units of its input
+    window_example: list[int]  # per window, the index of its input
+    encodings: list  # per window, the tokenizers `Encoding`
+
+
+def encode_windows(
+    tokenizer: PreTrainedTokenizerBase, inputs: list, *, annotation_format: str, max_seq_length: int, stride: int
+) -> Windows:
+    """Tokenise texts (or pre-split word lists for "tokens") into overlapping windows, padded to the longest.
+
+    Uses the fast tokenizer's overflow: consecutive windows of one input share `stride` subwords. Every input gets
+    at least one window, and every word boundary of the input is a boundary in each window that holds the word
+    whole, so the windows together cover every span of up to `stride` subwords.
+    """
+    enc = tokenizer(
+        inputs,
+        is_split_into_words=annotation_format == "tokens",
+        truncation=True,
+        max_length=max_seq_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    window_example = enc["overflow_to_sample_mapping"].tolist()
+    by_example: dict[int, list[int]] = {}
+    for n, example in enumerate(window_example):
+        by_example.setdefault(example, []).append(n)
+    num_windows, length = enc["input_ids"].shape
+    start_mask = torch.zeros(num_windows, length, dtype=torch.bool)  # [N, L]
+    end_mask = torch.zeros(num_windows, length, dtype=torch.bool)  # [N, L]
+    alignments: list[Alignment | None] = [None] * num_windows
+    for windows in by_example.values():
+        extents = measure_word_extents([enc.encodings[n] for n in windows])
+        for n in windows:
+            alignment, starts, ends = align_encoding(
+                enc.encodings[n], annotation_format=annotation_format, word_extents=extents
+            )
+            alignments[n] = alignment
+            start_mask[n, : len(starts)] = torch.tensor(starts)
+            end_mask[n, : len(ends)] = torch.tensor(ends)
+    return Windows(
+        enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, window_example, enc.encodings
+    )
 
 
 def gold_spans(record: dict, annotation_format: str) -> list[tuple[int, int, str]]:
@@ -100,8 +204,13 @@ class InBatchDataCollator:
 
     With `label_set` given (evaluation, prediction) every batch scores that fixed list of types instead.
     Per batch it also returns `labels` (the type names, in type order), `indices` (dataset indices) and
-    `alignments` (one `Alignment` per example) for decoding, and `lost` (Counter of gold spans that could not
+    `alignments` (one `Alignment` per row) for decoding, and `lost` (Counter of gold spans that could not
     be trained on: truncated, misaligned, too_long).
+
+    Without `stride` (training) each example is one row, truncated to max_seq_length. With `stride` (evaluation,
+    see `with_windows`) an example becomes one row per overlapping window and nothing is truncated; the tensors
+    then have one row per window, `window_example[n]` says which example (position in `indices`) row n belongs
+    to, and a gold span is labelled in every window that holds it whole.
     """
 
     def __init__(
@@ -115,6 +224,7 @@ class InBatchDataCollator:
         max_type_length: int = 32,
         type_descriptions: dict[str, str] | None = None,
         label_set: list[str] | None = None,
+        stride: int | None = None,
     ) -> None:
         if annotation_format not in ANNOTATION_FORMATS:
             raise ValueError(f"annotation_format must be one of {ANNOTATION_FORMATS}, got {annotation_format!r}")
@@ -126,6 +236,30 @@ class InBatchDataCollator:
         self.max_type_length = max_type_length
         self.type_descriptions = type_descriptions or {}
         self.label_set = list(label_set) if label_set is not None else None
+        self.stride = stride
+
+    def with_windows(self, stride: int | None = None) -> InBatchDataCollator:
+        """A copy that splits long examples into overlapping windows; self when it already does.
+
+        `stride` is the number of subwords neighbouring windows share (default: `default_stride`).
+        """
+        if self.stride is not None and stride is None:
+            return self
+        if stride is None:
+            stride = default_stride(
+                self.token_tokenizer, max_seq_length=self.max_seq_length, max_span_length=self.max_span_length
+            )
+        return InBatchDataCollator(
+            self.token_tokenizer,
+            self.type_tokenizer,
+            annotation_format=self.annotation_format,
+            max_seq_length=self.max_seq_length,
+            max_span_length=self.max_span_length,
+            max_type_length=self.max_type_length,
+            type_descriptions=self.type_descriptions,
+            label_set=self.label_set,
+            stride=stride,
+        )
 
     def tokenize(self, records: list[dict]):
         """Tokenise a list of records with truncation and padding (a `BatchEncoding` of tensors)."""
@@ -150,55 +284,81 @@ class InBatchDataCollator:
         )
         return {"type_input_ids": enc["input_ids"], "type_attention_mask": enc["attention_mask"]}
 
+    def _rows(self, records: list[dict]) -> Windows:
+        """One row per example (truncated), or one per window when `stride` is set."""
+        inputs = [r["tokens"] if self.annotation_format == "tokens" else r["text"] for r in records]
+        if self.stride is not None:
+            return encode_windows(
+                self.token_tokenizer, inputs, annotation_format=self.annotation_format,
+                max_seq_length=self.max_seq_length, stride=self.stride,
+            )
+        enc = self.tokenize(records)
+        batch_size, length = enc["input_ids"].shape
+        start_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
+        end_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
+        alignments = []
+        for b in range(batch_size):
+            alignment, starts, ends = align_encoding(enc.encodings[b], annotation_format=self.annotation_format)
+            alignments.append(alignment)
+            start_mask[b, : len(starts)] = torch.tensor(starts)
+            end_mask[b, : len(ends)] = torch.tensor(ends)
+        return Windows(
+            enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, list(range(batch_size)),
+            enc.encodings,
+        )
+
     def __call__(self, items: list[tuple[int, dict]]) -> dict:
         indices = [i for i, _ in items]
         records = [r for _, r in items]
-        enc = self.tokenize(records)
-        batch_size, length = enc["input_ids"].shape
+        rows = self._rows(records)
+        num_rows, length = rows.input_ids.shape
         golds = [gold_spans(r, self.annotation_format) for r in records]
         labels = self.label_set if self.label_set is not None else sorted({g[2] for spans in golds for g in spans})
         type_index = {label: c for c, label in enumerate(labels)}
         num_types, width = len(labels), self.max_span_length
 
-        start_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
-        end_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
-        start_labels = torch.zeros(batch_size, num_types, length)  # [B, C, L]
-        end_labels = torch.zeros(batch_size, num_types, length)  # [B, C, L]
-        span_labels = torch.zeros(batch_size, num_types, length, width)  # [B, C, L, W]
-        alignments, lost = [], Counter()
+        start_labels = torch.zeros(num_rows, num_types, length)  # [N, C, L]
+        end_labels = torch.zeros(num_rows, num_types, length)  # [N, C, L]
+        span_labels = torch.zeros(num_rows, num_types, length, width)  # [N, C, L, W]
+        # Per example and gold span, the subword spans of the rows that hold it (several windows may).
+        placed: list[list[list[tuple[int, int]]]] = [[[] for _ in spans] for spans in golds]
+        for n, (b, alignment) in enumerate(zip(rows.window_example, rows.alignments, strict=True)):
+            for k, (start, end, label) in enumerate(golds[b]):
+                sub = alignment.to_subwords(start, end) if label in type_index else None
+                if sub is None:
+                    continue
+                placed[b][k].append(sub)
+                c, (i, j) = type_index[label], sub
+                start_labels[n, c, i] = 1.0
+                end_labels[n, c, j] = 1.0
+                if j - i < width:
+                    span_labels[n, c, i, j - i] = 1.0
+        lost = Counter()
+        last_unit = [-1] * len(records)
+        for b, alignment in zip(rows.window_example, rows.alignments, strict=True):
+            last_unit[b] = max(last_unit[b], alignment.last_unit)
         for b, spans in enumerate(golds):
-            alignment, starts, ends = align_encoding(enc.encodings[b], annotation_format=self.annotation_format)
-            alignments.append(alignment)
-            start_mask[b, : len(starts)] = torch.tensor(starts)
-            end_mask[b, : len(ends)] = torch.tensor(ends)
-            for start, end, label in spans:
+            for (_start, end, label), subs in zip(spans, placed[b], strict=True):
                 if label not in type_index:
                     lost["unknown_type"] += 1
-                    continue
-                sub = alignment.to_subwords(start, end)
-                if sub is None:
-                    lost["truncated" if end > alignment.last_unit else "misaligned"] += 1
-                    continue
-                c, (i, j) = type_index[label], sub
-                start_labels[b, c, i] = 1.0
-                end_labels[b, c, j] = 1.0
-                if j - i < width:
-                    span_labels[b, c, i, j - i] = 1.0
-                else:
+                elif not subs:
+                    lost["truncated" if end > last_unit[b] else "misaligned"] += 1
+                elif subs[0][1] - subs[0][0] >= width:
                     lost["too_long"] += 1
         batch = {
-            "input_ids": enc["input_ids"],
-            "attention_mask": enc["attention_mask"],
-            "start_mask": start_mask,
-            "end_mask": end_mask,
-            "type_mask": torch.ones(batch_size, num_types, dtype=torch.bool),
+            "input_ids": rows.input_ids,
+            "attention_mask": rows.attention_mask,
+            "start_mask": rows.start_mask,
+            "end_mask": rows.end_mask,
+            "type_mask": torch.ones(num_rows, num_types, dtype=torch.bool),
             "start_labels": start_labels,
             "end_labels": end_labels,
             "span_labels": span_labels,
             **self.encode_type_texts(labels),
             "labels": labels,
             "indices": indices,
-            "alignments": alignments,
+            "alignments": rows.alignments,
+            "window_example": rows.window_example,
             "lost": lost,
         }
         return batch

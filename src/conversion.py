@@ -1,5 +1,6 @@
 """The dataset formatter's work: convert CoNLL files, corpus folders and Hugging Face datasets into JSONL files,
-parse label maps, and summarise each conversion. `conll_dataset_formatter.py` is the command line around it.
+convert JSONL to and from GLiNER's training format, parse label maps, and summarise each conversion.
+`conll_dataset_formatter.py` is the command line around it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conll import ConversionResult, convert_conll_file, convert_document, sentences_from_rows
-from .data import write_jsonl
+from .conll import ConversionResult, convert_conll_file, convert_document, make_record, sentences_from_rows
+from .data import read_jsonl, write_jsonl
 
 HUB_PROBE_TIMEOUT_S = 5.0  # the hub answers in well under a second; without network we want to fail at once
 _SKIPPED_SUFFIXES = {".jsonl", ".json", ".md"}
@@ -193,3 +194,117 @@ def format_conversion_summary(item: ConvertedFile, label_map: Mapping[str, str] 
     if unused:
         lines.append(f"  warning: label map keys not found in this file: {', '.join(unused)}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- GLiNER format
+# GLiNER trains on {"tokenized_text": [words], "ner": [[start, end_inclusive, label], ...]} items, word indices,
+# stored as one JSON list or as JSONL. Our records carry the same words (`tokens`) with exclusive ends.
+
+
+def records_to_gliner(records: list[Mapping]) -> list[dict]:
+    """Project records -> GLiNER items (token spans with the end made inclusive; ids are not kept)."""
+    return [
+        {"tokenized_text": list(record["tokens"]),
+         "ner": [[span["start"], span["end"] - 1, span["label"]] for span in record["token_spans"]]}
+        for record in records
+    ]
+
+
+def _gliner_item_to_record(item: object, index: int) -> tuple[dict, int]:
+    """One GLiNER item -> (a project record with id str(index), duplicate spans dropped); ValueError says why."""
+    if not isinstance(item, dict) or "tokenized_text" not in item or "ner" not in item:
+        raise ValueError("expected an object with 'tokenized_text' and 'ner'")
+    tokens, ner = item["tokenized_text"], item["ner"]
+    if not isinstance(tokens, list) or not tokens:
+        raise ValueError("'tokenized_text' must be a non-empty list of words")
+    for k, token in enumerate(tokens):
+        if not isinstance(token, str) or not token or any(char.isspace() for char in token):
+            raise ValueError(f"tokenized_text[{k}] {token!r} must be a non-empty string without whitespace")
+    if not isinstance(ner, list):
+        raise ValueError("'ner' must be a list of [start, end_inclusive, label]")
+    spans, seen = [], set()
+    for k, entry in enumerate(ner):
+        ok = isinstance(entry, list | tuple) and len(entry) == 3
+        start, end, label = entry if ok else (None, None, None)
+        ok = ok and all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end))
+        if not ok or not isinstance(label, str) or not label.strip():
+            raise ValueError(f"ner[{k}] must be [start, end_inclusive, label] with integer positions, got {entry!r}")
+        if not 0 <= start <= end < len(tokens):
+            raise ValueError(f"ner[{k}] {entry!r} lies outside the {len(tokens)} words (end is inclusive)")
+        if (start, end + 1, label) not in seen:
+            seen.add((start, end + 1, label))
+            spans.append((start, end + 1, label))
+    return make_record(index, tokens, spans), len(ner) - len(spans)
+
+
+def read_gliner_items(path: str | Path) -> list[object]:
+    """A GLiNER data file's items: a JSON list, or JSONL (one item per line); errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
+        return items
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
+    return items
+
+
+def gliner_to_records(items: list[object], *, source: str = "<gliner>") -> tuple[list[dict], int]:
+    """GLiNER items -> (project records with ids "0", "1", ..., the number of duplicate spans dropped).
+
+    Raises ValueError "{source}: item {k}: ..." for a malformed item (k 0-based; the line for JSONL is k + 1 when
+    the file has no blank lines).
+    """
+    if not isinstance(items, list):
+        raise ValueError(f"{source}: a GLiNER file is a JSON list of items or JSONL")
+    records, dropped = [], 0
+    for index, item in enumerate(items):
+        try:
+            record, duplicates = _gliner_item_to_record(item, index)
+        except ValueError as error:
+            raise ValueError(f"{source}: item {index}: {error}") from None
+        records.append(record)
+        dropped += duplicates
+    return records, dropped
+
+
+def write_gliner_file(path: str | Path, items: list[dict]) -> None:
+    """Write GLiNER items as JSONL when `path` ends in .jsonl, else as one JSON list (what GLiNER's scripts load)."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        write_jsonl(path, items)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(items, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def convert_to_gliner(source: Path, target: Path) -> str:
+    """Project JSONL -> GLiNER file; returns a summary."""
+    records = read_jsonl(source)
+    write_gliner_file(target, records_to_gliner(records))
+    entities = sum(len(r["token_spans"]) for r in records)
+    return f"{source} -> {target}\n  sentences: {len(records):,}  entities: {entities:,} (GLiNER format)"
+
+
+def convert_from_gliner(source: Path, target: Path) -> str:
+    """GLiNER file (JSON list or JSONL) -> project JSONL; returns a summary."""
+    records, dropped = gliner_to_records(read_gliner_items(source), source=str(source))
+    if not records:
+        raise ValueError(f"{source}: no items")
+    write_jsonl(target, records)
+    entities = Counter(span["label"] for record in records for span in record["token_spans"])
+    per_type = ", ".join(f"{label} {count:,}" for label, count in sorted(entities.items())) or "none"
+    return (f"{source} -> {target}\n  sentences: {len(records):,}  entities: {sum(entities.values()):,} ({per_type})"
+            f"\n  duplicate spans dropped: {dropped:,}")

@@ -3,12 +3,16 @@
 Pure torch + python: no model, no I/O. Spans are (start, end_inclusive, type_index, score) in subword positions.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 
 import torch
 
 # (start, end_inclusive, type_index, score)
 Span = tuple[int, int, int, float]
+# (start, end_inclusive, type_index, score, level): a thresholded but unresolved span, see `span_candidates`
+Candidate = tuple[int, int, int, float, float]
 
 
 def _threshold_per_type(threshold: float | Sequence[float] | torch.Tensor, num_types: int) -> torch.Tensor:
@@ -43,6 +47,121 @@ def _check_shapes(
             raise ValueError(f"{name} must have shape {shape} to match span_logits, got {tuple(tensor.shape)}")
 
 
+def span_candidates(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    span_logits: torch.Tensor,
+    span_mask: torch.Tensor,
+    *,
+    threshold: float | Sequence[float] | torch.Tensor = 0.5,
+    type_mask: torch.Tensor | None = None,
+    best_type_only: bool = False,
+) -> list[list[Candidate]]:
+    """Every legal span whose start, end and span probabilities all exceed its type's threshold, unresolved.
+
+    Takes the arguments of `decode_batch`. Start and end probabilities [B, C, L] are thresholded first; span
+    probabilities are then read only for the spans where some type passes at both boundaries (`passing_spans`),
+    as an [S, C] block, so the cost follows the number of such spans rather than B x C x L x W.
+
+    With ``best_type_only`` only the highest-scoring type of each (start, end) is returned (ties: the smaller
+    type index). Overlap resolution never keeps a second type with the same boundaries (see `resolve_overlaps`),
+    so this loses nothing at this threshold and keeps decoding cheap with many types.
+
+    Returns:
+        Per example, ``(start, end_inclusive, type_index, score, level)`` tuples sorted by start, end, type, with
+        ``score`` the span probability and ``level = min(start, end, span probability)``: the candidate survives
+        exactly the thresholds below ``level``, so one call at a low threshold serves a whole threshold search.
+    """
+    _check_shapes(start_logits, end_logits, span_logits, span_mask, type_mask)
+    batch_size, num_types, seq_len, max_width = span_logits.shape
+    if batch_size == 0 or num_types == 0 or seq_len == 0 or max_width == 0:
+        return [[] for _ in range(batch_size)]
+    boundaries = BoundaryScores.from_logits(start_logits, end_logits, threshold=threshold, type_mask=type_mask)
+    example, start, width = boundaries.passing_spans(span_mask)  # each [S]
+    span_prob = span_logits[example, :, start, width].float().sigmoid()  # [S, C]
+    return boundaries.candidates(example, start, width, span_prob, best_type_only=best_type_only)
+
+
+class BoundaryScores:
+    """Thresholded start/end probabilities of a batch: the first, type-wise cheap step of decoding.
+
+    Lets a caller score spans only where some type passes at both boundaries (`passing_spans`) and then turn
+    those spans' probabilities [S, C] into candidates (`candidates`), whether they come from a full
+    [B, C, L, W] tensor or from a model that scores selected spans only.
+    """
+
+    def __init__(self, start_prob: torch.Tensor, end_prob: torch.Tensor, thresholds: torch.Tensor, type_ok=None):
+        self.start_prob, self.end_prob = start_prob, end_prob  # [B, C, L] each
+        self.thresholds = thresholds  # [C]
+        self.start_ok = start_prob > thresholds[None, :, None]  # [B, C, L]
+        if type_ok is not None:
+            self.start_ok &= type_ok[:, :, None]
+        self.end_ok = end_prob > thresholds[None, :, None]  # [B, C, L]
+
+    @classmethod
+    def from_logits(
+        cls,
+        start_logits: torch.Tensor,
+        end_logits: torch.Tensor,
+        *,
+        threshold: float | Sequence[float] | torch.Tensor,
+        type_mask: torch.Tensor | None = None,
+    ) -> BoundaryScores:
+        """start_logits, end_logits [B, C, L]; threshold one value or one per type; type_mask [B, C] bool."""
+        device = start_logits.device
+        thresholds = _threshold_per_type(threshold, start_logits.shape[1]).to(device)  # [C]
+        type_ok = type_mask.bool().to(device) if type_mask is not None else None
+        return cls(start_logits.float().sigmoid(), end_logits.float().sigmoid(), thresholds, type_ok)
+
+    def passing_spans(self, span_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Legal spans [b, i, w] (span_mask [B, L, W]) with a type passing at both start i and end i + w.
+
+        Returns (example, start, width), each [S], in (b, i, w) order.
+        """
+        batch_size, seq_len, max_width = span_mask.shape
+        device = span_mask.device
+        # pairs[b, i, j] counts the types whose start passes at i and end at j (exact: small integers in float).
+        pairs = torch.bmm(self.start_ok.transpose(1, 2).float(), self.end_ok.float())  # [B, L, L]
+        ends = torch.arange(seq_len, device=device)[:, None] + torch.arange(max_width, device=device)  # [L, W]
+        in_range = ends < seq_len  # [L, W]
+        # Out-of-range ends are clamped only so the gather is legal; in_range removes those spans.
+        band = pairs.gather(2, ends.clamp(max=seq_len - 1).expand(batch_size, seq_len, max_width))  # [B, L, W]
+        return ((band > 0) & span_mask.bool() & in_range).nonzero(as_tuple=True)
+
+    def candidates(
+        self,
+        example: torch.Tensor,
+        start: torch.Tensor,
+        width: torch.Tensor,
+        span_prob: torch.Tensor,
+        *,
+        best_type_only: bool,
+    ) -> list[list[Candidate]]:
+        """Candidates of the spans (example, start, width) [S] with span probabilities span_prob [S, C]."""
+        end = start + width  # [S]
+        start_p = self.start_prob[example, :, start]  # [S, C]
+        end_p = self.end_prob[example, :, end]  # [S, C]
+        keep = self.start_ok[example, :, start] & self.end_ok[example, :, end] & (span_prob > self.thresholds)  # [S, C]
+        level = torch.minimum(torch.minimum(start_p, end_p), span_prob)  # [S, C]
+        if best_type_only:
+            masked = torch.where(keep, span_prob, -1.0)  # [S, C]; kept probabilities are > threshold >= 0
+            best = masked.max(dim=1).values  # [S]
+            type_ids = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)  # [S, C]
+            # Smallest type among equal best scores, as in resolve_overlaps' tie-break.
+            type_index = torch.where(keep & (masked == best[:, None]), type_ids, keep.shape[1]).amin(dim=1)  # [S]
+            row = (best >= 0).nonzero(as_tuple=True)[0]  # [N]
+            type_index = type_index[row]  # [N]
+        else:
+            row, type_index = keep.nonzero(as_tuple=True)  # each [N]
+        batch_size = self.start_prob.shape[0]
+        rows = torch.stack((example[row], start[row], end[row], type_index), dim=1).cpu().tolist()  # [N, 4]
+        values = torch.stack((span_prob[row, type_index], level[row, type_index]), dim=1).cpu().tolist()  # [N, 2]
+        candidates: list[list[Candidate]] = [[] for _ in range(batch_size)]
+        for (b, i, j, c), (score, pass_level) in zip(rows, values, strict=True):
+            candidates[b].append((i, j, c, score, pass_level))
+        return [sorted(example_candidates, key=lambda s: (s[0], s[1], s[2])) for example_candidates in candidates]
+
+
 def decode_batch(
     start_logits: torch.Tensor,
     end_logits: torch.Tensor,
@@ -69,39 +188,14 @@ def decode_batch(
         Per example, a list of ``(start, end_inclusive, type_index, score)`` sorted by start, end, type, where
         ``score`` is the span probability ``sigmoid(span_logits)``.
     """
-    _check_shapes(start_logits, end_logits, span_logits, span_mask, type_mask)
-    batch_size, num_types, seq_len, max_width = span_logits.shape
-    if batch_size == 0 or num_types == 0 or seq_len == 0 or max_width == 0:
-        return [[] for _ in range(batch_size)]
-    device = span_logits.device
-    thresholds = _threshold_per_type(threshold, num_types).to(device).view(1, num_types, 1, 1)  # [1, C, 1, 1]
-
-    start_prob = start_logits.float().sigmoid()  # [B, C, L]
-    end_prob = end_logits.float().sigmoid()  # [B, C, L]
-    span_prob = span_logits.float().sigmoid()  # [B, C, L, W]
-
-    end_index = torch.arange(seq_len, device=device)[:, None] + torch.arange(max_width, device=device)  # [L, W]
-    in_range = end_index < seq_len  # [L, W]
-    # Out-of-range ends are clamped only so the gather is legal; in_range removes those candidates below.
-    end_prob_per_span = end_prob[:, :, end_index.clamp(max=seq_len - 1)]  # [B, C, L, W]
-
-    keep = (
-        (start_prob[..., None] > thresholds)
-        & (end_prob_per_span > thresholds)
-        & (span_prob > thresholds)
-        & (span_mask.bool() & in_range)[:, None]
-    )  # [B, C, L, W]
-    if type_mask is not None:
-        keep &= type_mask.bool().to(device)[:, :, None, None]
-
-    example, type_index, start, width = keep.nonzero(as_tuple=True)  # each [N]
-    scores = span_prob[example, type_index, start, width].cpu().tolist()  # [N]
-    indices = torch.stack((example, type_index, start, width), dim=1).cpu().tolist()  # [N, 4]
-
-    candidates: list[list[Span]] = [[] for _ in range(batch_size)]
-    for (b, c, i, w), score in zip(indices, scores, strict=True):
-        candidates[b].append((i, i + w, c, score))
-    return [resolve_overlaps(example_candidates, flat_ner=flat_ner) for example_candidates in candidates]
+    candidates = span_candidates(
+        start_logits, end_logits, span_logits, span_mask, threshold=threshold, type_mask=type_mask,
+        best_type_only=True,
+    )
+    return [
+        resolve_overlaps([candidate[:4] for candidate in example_candidates], flat_ner=flat_ner)
+        for example_candidates in candidates
+    ]
 
 
 def _crosses(span: Span, other: Span) -> bool:
@@ -141,3 +235,63 @@ def resolve_overlaps(candidates: Sequence[Span], *, flat_ner: bool) -> list[Span
             continue
         kept.append(span)
     return sorted(kept, key=lambda s: (s[0], s[1], s[2]))
+
+
+def merge_windows(window_candidates: Sequence[Sequence[tuple]], bounds: Sequence[tuple[int, int]]) -> list[tuple]:
+    """Merge the candidates of one example's overlapping windows, keeping each span from one window only.
+
+    Args:
+        window_candidates: per window, in text order, tuples whose first two fields are the span's start and
+            inclusive end in example-level units (characters or words), e.g. ``(start, end, type, score, level)``.
+        bounds: per window, ``(first, last)``: the first and last unit (inclusive) covered by its complete words.
+
+    A span is taken from the window where it lies furthest from a window edge, its "owner" among the windows that
+    contain it whole; the text's own start and end are not edges (nothing is cut there), so the first and last
+    windows never lose context on that side. Ties go to the earlier window. Ownership depends only on geometry,
+    so the same windows are chosen at every threshold, and a text that fits one window is returned unchanged.
+
+    Returns:
+        The owned candidates of all windows (unresolved; pass them to `resolve_overlaps`), sorted by start, end.
+    """
+    last_window = len(bounds) - 1
+
+    def margin(k: int, start: int, end: int) -> float:
+        first, last = bounds[k]
+        if not first <= start <= end <= last:
+            return -1.0
+        left = float("inf") if k == 0 else start - first
+        right = float("inf") if k == last_window else last - end
+        return min(left, right)
+
+    owners: dict[tuple[int, int], int] = {}
+    merged = []
+    for k, candidates in enumerate(window_candidates):
+        for candidate in candidates:
+            key = (candidate[0], candidate[1])
+            if key not in owners:
+                # Windows advance monotonically, so the windows holding a span form a run around k.
+                best, best_margin = k, margin(k, *key)
+                for step in (-1, 1):
+                    other = k + step
+                    while 0 <= other <= last_window and (value := margin(other, *key)) >= 0:
+                        if value > best_margin or (value == best_margin and other < best):
+                            best, best_margin = other, value
+                        other += step
+                owners[key] = best
+            if owners[key] == k:
+                merged.append(candidate)
+    return sorted(merged, key=lambda s: (s[0], s[1], s[2]))
+
+
+def merge_windows_by_example(
+    window_example: Sequence[int],
+    window_candidates: Sequence[Sequence[tuple]],
+    bounds: Sequence[tuple[int, int]],
+    num_examples: int,
+) -> list[list[tuple]]:
+    """`merge_windows` for a batch of rows: row n belongs to example window_example[n]; rows in text order."""
+    grouped: list[tuple[list, list]] = [([], []) for _ in range(num_examples)]
+    for example, candidates, window in zip(window_example, window_candidates, bounds, strict=True):
+        grouped[example][0].append(candidates)
+        grouped[example][1].append(window)
+    return [merge_windows(candidates, example_bounds) for candidates, example_bounds in grouped]

@@ -1,0 +1,190 @@
+"""Score a trained span model on a JSONL file with the training metrics, and tune its decoding threshold.
+
+    python evaluate.py outputs/run/best --data test.jsonl --output results.json
+    python evaluate.py outputs/run/best --tune-threshold valid.jsonl --per-type --save-threshold --data test.jsonl
+
+Settings not given on the command line come from the model folder's inference.json (threshold, flat_ner), then
+from the training run's config.json one folder up (annotation_format, max_seq_length, batch size, threshold,
+flat_ner), then from the defaults, so a model saved by training scores exactly what its test_results.json says.
+The scoring is src/evaluation.py, the same code the trainer runs; see docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TOOL_NAME = "evaluate.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of evaluate.py."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
+    parser.add_argument("--data", type=Path, help="JSONL file to score")
+    parser.add_argument("--annotation-format", choices=("tokens", "text"), help="score token_spans or char_spans")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--threshold", type=float, help="one probability threshold for every type")
+    parser.add_argument("--nested", action="store_true", help="decode nested spans instead of flat ones")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass")
+    parser.add_argument("--max-seq-length", type=int, help="window size in subwords")
+    parser.add_argument("--labels", help="comma-separated types to ask for (default: the labels of the data files)")
+    parser.add_argument("--tune-threshold", type=Path, metavar="VALIDATION.jsonl",
+                        help="search the threshold that maximises micro F1 on this file")
+    parser.add_argument("--per-type", action="store_true", help="with --tune-threshold: also tune one per type")
+    parser.add_argument("--save-threshold", action="store_true",
+                        help="with --tune-threshold: write the result to MODEL_DIR/inference.json")
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', ... (auto: cuda when available)")
+    return parser
+
+
+def resolve_settings(args: argparse.Namespace) -> dict:
+    """Each setting with where it came from: command line > inference.json > the run's config.json > default."""
+    from src.args import DataArgs, TrainingArgs
+    from src.inference import INFERENCE_CONFIG_NAME, load_inference_config, read_run_settings
+
+    run = read_run_settings(args.model_dir)
+    has_inference = (args.model_dir / INFERENCE_CONFIG_NAME).is_file()
+    saved = load_inference_config(args.model_dir)
+    settings, sources = {}, {}
+
+    def pick(key, given, *fallbacks):
+        for source, value in (("command line", given), *fallbacks):
+            if value is not None:
+                settings[key], sources[key] = value, source
+                return
+
+    run_source = "run config.json"
+    pick("annotation_format", args.annotation_format, (run_source, run.get("annotation_format")),
+         ("default", DataArgs.annotation_format))
+    pick("max_seq_length", args.max_seq_length, (run_source, run.get("max_seq_length")),
+         ("default", DataArgs.max_seq_length))
+    pick("max_type_length", None, (run_source, run.get("max_type_length")), ("default", DataArgs.max_type_length))
+    pick("batch_size", args.batch_size, (run_source, run.get("per_device_eval_batch_size")),
+         ("default", TrainingArgs.per_device_eval_batch_size))
+    pick("threshold", args.threshold, (INFERENCE_CONFIG_NAME, saved.threshold if has_inference else None),
+         (run_source, run.get("threshold")), ("default", TrainingArgs.threshold))
+    pick("flat_ner", False if args.nested else None, (INFERENCE_CONFIG_NAME, saved.flat_ner if has_inference else None),
+         (run_source, run.get("flat_ner")), ("default", TrainingArgs.flat_ner))
+    per_type = saved.per_type_thresholds if has_inference and args.threshold is None else None
+    settings["per_type_thresholds"] = per_type
+    sources["per_type_thresholds"] = INFERENCE_CONFIG_NAME if per_type else "default"
+    return {"values": settings, "sources": sources}
+
+
+def labels_of(records_by_file: list[list[dict]], given: str | None) -> list[str]:
+    """--labels, else the sorted union of the files' labels (as the trainer does over its splits)."""
+    from src.data import label_set
+
+    if given:
+        return sorted({label.strip() for label in given.split(",") if label.strip()})
+    return sorted({label for records in records_by_file for label in label_set(records)})
+
+
+def tune(model, records, collator, values: dict, per_type: bool):
+    """Run the model once over the validation records and search the thresholds."""
+    from src.evaluation import DEFAULT_THRESHOLD_GRID, collect_record_candidates, search_thresholds
+
+    candidates = collect_record_candidates(
+        model, records, collator, batch_size=values["batch_size"], min_threshold=min(DEFAULT_THRESHOLD_GRID)
+    )
+    return search_thresholds(
+        records, candidates, annotation_format=values["annotation_format"], flat_ner=values["flat_ner"],
+        per_type=per_type,
+    )
+
+
+def format_search(search) -> str:
+    """The threshold curve and the chosen values, for the console."""
+    lines = ["threshold  precision  recall      f1  predicted"]
+    for point in search.curve:
+        lines.append(f"{point['threshold']:9.2f}  {point['precision']:9.4f}  {point['recall']:6.4f}  "
+                     f"{point['f1']:6.4f}  {point['num_predicted_entities']:9d}")
+    lines.append(f"best threshold {search.threshold:.2f}")
+    if search.per_type_thresholds:
+        chosen = ", ".join(f"{label} {value:.2f}" for label, value in search.per_type_thresholds.items())
+        lines.append(f"per-type thresholds: {chosen} (validation micro F1 {search.f1:.4f})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Tune (optionally) and score; returns the results written to --output."""
+    from dataclasses import asdict
+
+    import torch
+
+    from src.collator import InBatchDataCollator
+    from src.data import read_jsonl
+    from src.evaluation import evaluate_records, type_thresholds
+    from src.inference import InferenceConfig, save_inference_config
+    from src.metrics import format_metrics
+    from src.model import SpanModel
+
+    resolved = resolve_settings(args)
+    values = resolved["values"]
+    data = read_jsonl(args.data) if args.data else None
+    validation = read_jsonl(args.tune_threshold) if args.tune_threshold else None
+    labels = labels_of([r for r in (data, validation) if r is not None], args.labels)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = SpanModel.from_pretrained(args.model_dir).to(device)
+    collator = InBatchDataCollator(
+        model.token_tokenizer, model.type_tokenizer, annotation_format=values["annotation_format"],
+        max_seq_length=values["max_seq_length"], max_span_length=model.config.max_span_length,
+        max_type_length=values["max_type_length"], type_descriptions=model.config.type_descriptions,
+        label_set=labels,
+    )
+    for key, value in values.items():
+        print(f"{key}: {value} ({resolved['sources'][key]})", file=sys.stderr)
+    results: dict = {"tool": TOOL_NAME, "model": str(args.model_dir), "labels": labels}
+    if validation is not None:
+        search = tune(model, validation, collator, values, args.per_type)
+        print(format_search(search), file=sys.stderr)
+        values["threshold"], values["per_type_thresholds"] = search.threshold, search.per_type_thresholds
+        results["threshold_search"] = {"validation": str(args.tune_threshold), **asdict(search)}
+        if args.save_threshold:
+            config = InferenceConfig(search.threshold, search.per_type_thresholds, values["flat_ner"])
+            print(f"saved {save_inference_config(args.model_dir, config)}", file=sys.stderr)
+    results.update(threshold=values["threshold"], per_type_thresholds=values["per_type_thresholds"],
+                   flat_ner=values["flat_ner"], annotation_format=values["annotation_format"],
+                   settings={k: values[k] for k in ("max_seq_length", "max_type_length", "batch_size")})
+    if data is not None:
+        thresholds = type_thresholds(labels, values["threshold"], values["per_type_thresholds"])
+        metrics, _ = evaluate_records(model, data, collator, batch_size=values["batch_size"], threshold=thresholds,
+                                      flat_ner=values["flat_ner"])
+        print(format_metrics(metrics))
+        results.update(data=str(args.data), metrics=metrics)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run evaluate.py; 0 on success, 1 on bad files or model folder, 2 on bad usage."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is None and args.tune_threshold is None:
+        parser.error("give --data (and/or --tune-threshold)")
+    if (args.per_type or args.save_threshold) and args.tune_threshold is None:
+        parser.error("--per-type and --save-threshold go with --tune-threshold")
+    if args.threshold is not None and (args.tune_threshold is not None or not 0.0 < args.threshold < 1.0):
+        parser.error("--threshold must lie strictly between 0 and 1, and cannot be combined with --tune-threshold")
+    for name in ("batch_size", "max_seq_length"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if not (args.model_dir / "config.json").is_file():
+        print(f"error: {args.model_dir}: not a saved model folder (no config.json)", file=sys.stderr)
+        return 1
+    try:
+        results = run(args)
+    except (OSError, ValueError) as err:  # DataValidationError, missing files, BackboneNotFoundError
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"results -> {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Evaluate a GLiNER model on a project JSONL file with the project's own metric code, for a like-for-like comparison.
+
+    python scripts/evaluate_gliner.py urchade/gliner_small-v2.1 --data test.jsonl --output gliner_results.json \
+        --label-map '{"PER": "person", "LOC": "location", "ORG": "organization", "MISC": "miscellaneous"}'
+
+Writes the same JSON schema as evaluate.py (tool, model, labels, threshold, flat_ner, annotation_format, settings,
+data, metrics), scored by src/evaluation.score_predictions. Traps of gliner 0.2.29 that this script avoids:
+- its default word splitter cuts "U.S." into four words: the records' own `tokens` are fed instead, so predicted
+  boundaries are the gold's words;
+- `GLiNER.evaluate()` decodes nested spans, `inference()` flat ones: flat is chosen here explicitly (--nested);
+- a uni-encoder model puts the label prompt in front of the text and silently cuts what passes the encoder's
+  length (and `max_len` words): labels are split into groups whose prompt fits, and sentences into word chunks that
+  fit beside it; spans of all groups and chunks are merged with src/decoding.resolve_overlaps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TOOL_NAME = "scripts/evaluate_gliner.py"
+Span = tuple[int, int, str, float]  # (start, end_exclusive, label, score) in annotation units
+
+
+def load_gliner(name_or_path: str, device: str = "cpu"):
+    """A GLiNER model from the hub or a local folder (offline when HF_HUB_OFFLINE=1)."""
+    from gliner import GLiNER
+
+    local = Path(name_or_path).is_dir()
+    model = GLiNER.from_pretrained(name_or_path, local_files_only=local)
+    return model.to(device).eval()
+
+
+def _subword_counts(tokenizer, words: list[str]) -> list[int]:
+    """Subwords of each word, tokenised as a pre-split sequence without special tokens."""
+    if not words:
+        return []
+    enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    counts = [0] * len(words)
+    for word_id in enc.word_ids():
+        if word_id is not None:
+            counts[word_id] += 1
+    return counts
+
+
+def sequence_limit(model) -> int:
+    """Subwords the encoder reads: the tokenizer's limit, capped by the backbone's position embeddings."""
+    tokenizer = model.data_processor.transformer_tokenizer
+    positions = getattr(model.config.encoder_config, "max_position_embeddings", None) or tokenizer.model_max_length
+    return min(tokenizer.model_max_length, positions)
+
+
+def is_uni_encoder(model) -> bool:
+    """True when the labels are written into the text's input (a prompt) rather than encoded on their own."""
+    return getattr(model.config, "labels_encoder", None) is None
+
+
+def label_groups(model, prompts: list[str], *, max_group_size: int | None = None) -> list[list[str]]:
+    """Split label prompts so each group's prompt takes at most half of the encoder's window.
+
+    Bi-encoder models read labels separately, so they get one group (unless max_group_size says otherwise).
+    """
+    budget = sequence_limit(model) // 2 if is_uni_encoder(model) else None
+    tokenizer = model.data_processor.transformer_tokenizer
+    sizes = _subword_counts(tokenizer, prompts)
+    groups: list[list[str]] = [[]]
+    used = 1  # the separator token after the prompt
+    for prompt, size in zip(prompts, sizes, strict=True):
+        cost = size + 1  # the entity marker before each label
+        full = max_group_size is not None and len(groups[-1]) >= max_group_size
+        if groups[-1] and (full or (budget is not None and used + cost > budget)):
+            groups.append([])
+            used = 1
+        groups[-1].append(prompt)
+        used += cost
+    return groups
+
+
+def prompt_length(model, prompts: list[str]) -> int:
+    """Subwords a group's prompt adds in front of the text (0 for bi-encoders)."""
+    if not is_uni_encoder(model):
+        return 0
+    return sum(_subword_counts(model.data_processor.transformer_tokenizer, prompts)) + len(prompts) + 1
+
+
+def word_chunks(model, words: list[str], prompt_subwords: int) -> list[tuple[int, int]]:
+    """Split a sentence into consecutive word ranges that fit the encoder beside the prompt and GLiNER's max_len."""
+    budget = max(1, sequence_limit(model) - prompt_subwords - 2)  # 2: the encoder's special tokens
+    max_words = model.config.max_len
+    chunks, begin, used = [], 0, 0
+    for k, size in enumerate(_subword_counts(model.data_processor.transformer_tokenizer, words)):
+        if k > begin and (used + size > budget or k - begin >= max_words):
+            chunks.append((begin, k))
+            begin, used = k, 0
+        used += size
+    chunks.append((begin, len(words)))
+    return chunks
+
+
+def predict_gliner(
+    model,
+    records: list[dict],
+    labels: list[str],
+    *,
+    prompts: dict[str, str] | None = None,
+    threshold: float = 0.5,
+    flat_ner: bool = True,
+    batch_size: int = 8,
+    max_group_size: int | None = None,
+) -> tuple[list[list[Span]], dict]:
+    """GLiNER's spans for each record in token units (end exclusive), and counts of the splits that were needed.
+
+    `prompts` maps a data label to the text GLiNER is asked for (default: the label itself).
+    """
+    import torch
+
+    from src.decoding import resolve_overlaps
+
+    prompts = prompts or {}
+    asked = [prompts.get(label, label) for label in labels]
+    label_of = {prompt: c for c, prompt in enumerate(asked)}
+    groups = label_groups(model, asked, max_group_size=max_group_size)
+    found: list[list[tuple[int, int, int, float]]] = [[] for _ in records]
+    split: set[int] = set()  # records that had to be cut into word chunks for some label group
+    for group in groups if labels else []:
+        items = []  # (record index, first word, words)
+        for r, record in enumerate(records):
+            chunks = word_chunks(model, record["tokens"], prompt_length(model, group))
+            if len(chunks) > 1:
+                split.add(r)
+            items += [(r, begin, record["tokens"][begin:end]) for begin, end in chunks]
+        for begin in range(0, len(items), batch_size):
+            batch_items = items[begin : begin + batch_size]
+            batch = model.collate_batch(model.prepare_base_input([words for _, _, words in batch_items]), group)
+            with torch.no_grad():
+                output = model.run_batch(batch, threshold=threshold)
+            decoded = model.decode_batch(output, batch, threshold=threshold, flat_ner=flat_ner, multi_label=False)
+            for (r, first, _), spans in zip(batch_items, decoded, strict=True):
+                found[r] += [(first + s.start, first + s.end, label_of[s.entity_type], s.score) for s in spans]
+    predictions = [
+        [(start, end + 1, labels[c], score) for start, end, c, score in resolve_overlaps(spans, flat_ner=flat_ner)]
+        for spans in found
+    ]
+    return predictions, {"label_groups": len(groups), "split_sentences": len(split)}
+
+
+def to_annotation_units(records: list[dict], predictions: list[list[Span]], annotation_format: str) -> list[list[Span]]:
+    """Token spans -> the units of `annotation_format` (character offsets for "text")."""
+    if annotation_format == "tokens":
+        return predictions
+    from src.data import token_span_to_char_span
+
+    return [
+        [(*token_span_to_char_span(record, start, end), label, score) for start, end, label, score in spans]
+        for record, spans in zip(records, predictions, strict=True)
+    ]
+
+
+def score(records: list[dict], predictions: list[list[Span]], annotation_format: str) -> dict:
+    """The project's metrics (src/evaluation.score_predictions) of spans given in annotation units."""
+    from src.evaluation import score_predictions
+
+    return score_predictions(records, predictions, annotation_format=annotation_format)
+
+
+def parse_prompts(value: str | None) -> dict[str, str]:
+    """--label-map: a JSON object (or a JSON file) from data label to the text GLiNER is asked for."""
+    if not value:
+        return {}
+    text = value if value.lstrip().startswith("{") else Path(value).read_text(encoding="utf-8")
+    mapping = json.loads(text)
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+        raise ValueError("--label-map must be a JSON object mapping each data label to a non-empty string")
+    if len(set(mapping.values())) != len(mapping):
+        raise ValueError("--label-map gives two labels the same text")
+    return mapping
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="GLiNER hub id or local folder")
+    parser.add_argument("--data", type=Path, required=True, help="project JSONL file to score")
+    parser.add_argument("--annotation-format", choices=("tokens", "text"), default="tokens")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--predictions", type=Path, help="also write the predicted spans as JSONL here")
+    parser.add_argument("--labels", help="comma-separated types (default: the data's labels)")
+    parser.add_argument("--label-map", help='JSON object or file: data label -> GLiNER prompt, e.g. {"PER": "person"}')
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--nested", action="store_true", help="decode nested spans (default: flat)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-labels-per-group", type=int, help="cap on labels per prompt (default: by length)")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Predict with GLiNER, score with the project's code, write the results; 1 on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 < args.threshold < 1.0:
+        parser.error("--threshold must lie strictly between 0 and 1")
+    from src.data import label_set, read_jsonl, write_jsonl
+    from src.metrics import format_metrics
+
+    try:
+        records = read_jsonl(args.data)
+        prompts = parse_prompts(args.label_map)
+        labels = sorted({x.strip() for x in args.labels.split(",") if x.strip()}) if args.labels else label_set(records)
+        model = load_gliner(args.model, args.device)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    flat_ner = not args.nested
+    token_predictions, splits = predict_gliner(
+        model, records, labels, prompts=prompts, threshold=args.threshold, flat_ner=flat_ner,
+        batch_size=args.batch_size, max_group_size=args.max_labels_per_group,
+    )
+    predictions = to_annotation_units(records, token_predictions, args.annotation_format)
+    metrics = score(records, predictions, args.annotation_format)
+    print(format_metrics(metrics))
+    results = {
+        "tool": TOOL_NAME, "model": args.model, "labels": labels, "threshold": args.threshold,
+        "per_type_thresholds": None, "flat_ner": flat_ner, "annotation_format": args.annotation_format,
+        "settings": {"batch_size": args.batch_size, "max_len": model.config.max_len,
+                     "sequence_limit": sequence_limit(model), "label_prompts": [prompts.get(x, x) for x in labels],
+                     **splits},
+        "data": str(args.data), "metrics": metrics,
+    }
+    if args.predictions:
+        write_jsonl(args.predictions, (
+            {"id": record["id"], "spans": [dict(zip(("start", "end", "label", "score"), span, strict=True))
+                                           for span in spans]}
+            for record, spans in zip(records, predictions, strict=True)
+        ))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"results -> {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
