@@ -278,6 +278,9 @@ class InBatchDataCollator:
 
     def encode_type_texts(self, labels: list[str]) -> dict[str, torch.Tensor]:
         """Tokenise the type encoder's text for each label: type_input_ids / type_attention_mask [C, T]."""
+        if not labels:  # a batch without entities: no types to score, an empty [0, 1] type batch
+            empty = torch.zeros(0, 1, dtype=torch.long)
+            return {"type_input_ids": empty, "type_attention_mask": empty.clone()}
         texts = [self.type_descriptions.get(label, label) for label in labels]
         enc = self.type_tokenizer(
             texts, truncation=True, max_length=self.max_type_length, padding=True, return_tensors="pt"

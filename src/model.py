@@ -186,6 +186,9 @@ class SpanModel(nn.Module):
 
     def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
         """Type embeddings [C, H_type]: the type encoder's first-token output over each type's text [C, T]."""
+        if type_input_ids.shape[0] == 0:  # no types (a batch without entities): nothing to encode
+            hidden = self.type_encoder.config.hidden_size
+            return type_input_ids.new_zeros((0, hidden), dtype=self.span_head.log_temperature.dtype)
         out = self.type_encoder(input_ids=type_input_ids, attention_mask=type_attention_mask)
         return out.last_hidden_state[:, 0]  # [C, H_type]
 

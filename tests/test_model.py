@@ -134,3 +134,13 @@ def test_missing_backbone_error_names_model(tmp_path):
 
     with pytest.raises(BackboneNotFoundError, match="no-such-folder"):
         load_backbone(str(tmp_path / "no-such-folder"))
+
+
+def test_batch_without_entities_trains_with_zero_loss(tiny_backbone):
+    model = build(tiny_backbone)
+    empty = [r for r in tiny_records() if not r["token_spans"]]
+    batch = collate(model, empty)
+    assert batch["labels"] == [] and batch["type_input_ids"].shape == (0, 1)
+    out = model(**model_inputs(batch))
+    assert out.span_logits.shape[1] == 0 and out.loss.item() == 0.0
+    out.loss.backward()  # must not fail: the step is a no-op for the weights
