@@ -12,7 +12,6 @@ The scoring is src/evaluation.py, the same code the trainer runs; see docs/infer
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -180,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.output:
+        from src.checkpoints import write_json_atomic
+
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json_atomic(args.output, results)  # an earlier results file survives a failed write
         print(f"results -> {args.output}", file=sys.stderr)
     return 0
 

@@ -238,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             for record, spans in zip(records, predictions, strict=True)
         ))
     if args.output:
+        from src.checkpoints import write_json_atomic
+
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json_atomic(args.output, results)  # an earlier results file survives a failed write
         print(f"results -> {args.output}", file=sys.stderr)
     return 0
 

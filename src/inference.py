@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .args import DataArgs, TrainingArgs
+from .checkpoints import write_json_atomic
 from .collator import default_stride, encode_windows
 from .decoding import merge_windows_by_example, resolve_overlaps, span_candidates
 from .model import SpanModel
@@ -47,7 +48,7 @@ class InferenceConfig:
 def save_inference_config(directory: str | Path, config: InferenceConfig) -> Path:
     """Write `inference.json` into a model folder; returns its path."""
     path = Path(directory) / INFERENCE_CONFIG_NAME
-    path.write_text(json.dumps(asdict(config), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(path, asdict(config))
     return path
 
 
