@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
@@ -100,7 +101,9 @@ def collect_candidates(
         merged = merge_windows_by_example(batch["window_example"], units, bounds, len(batch["indices"]))
         local += list(zip(batch["indices"], merged, strict=True))
     if accelerator is not None and accelerator.num_processes > 1:
-        local = accelerator.gather_for_metrics(local, use_gather_object=True)
+        # A plain gather: the padding Accelerate adds to the last batch is removed by example index below, so
+        # nothing depends on gather_for_metrics' trimming (which follows whichever loader is active).
+        local = gather_object(local)
         totals = accelerator.reduce(torch.tensor([loss_sum, loss_count], device=accelerator.device), "sum")
         loss_sum, loss_count = float(totals[0]), int(totals[1])
     by_index = dict(local)  # gathered padding repeats examples; the index keeps each exactly once

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -342,30 +341,11 @@ class SpanTrainer:
     def evaluate(self, split: str) -> dict:
         """Metrics of the current model on a split (all processes take part; every example scored once)."""
         model = self.accelerator.unwrap_model(self.model)
-        with self._training_loader_hidden():
-            metrics, _ = evaluate_records(
-                model, self.splits[split], self.eval_collator, batch_size=self.args.per_device_eval_batch_size,
-                threshold=self.args.threshold, flat_ner=self.args.flat_ner, accelerator=self.accelerator,
-            )
+        metrics, _ = evaluate_records(
+            model, self.splits[split], self.eval_collator, batch_size=self.args.per_device_eval_batch_size,
+            threshold=self.args.threshold, flat_ner=self.args.flat_ner, accelerator=self.accelerator,
+        )
         return metrics
-
-    @contextmanager
-    def _training_loader_hidden(self):
-        """Take the training loader out of Accelerate's gradient state while evaluating.
-
-        `gather_for_metrics` trims what it gathers to the remainder of the *active* loader when that loader is at
-        its end; called while the training loop sits on the last batch of an epoch, it would cut the validation
-        predictions as if they were the training epoch's padded last batch.
-        """
-        state = self.accelerator.gradient_state
-        loaders = [loader for loader in state.dataloader_references if loader is not None]
-        for loader in loaders:
-            state._remove_dataloader(loader)
-        try:
-            yield
-        finally:
-            for loader in loaders:
-                state._add_dataloader(loader)
 
     def _checkpoint(self) -> None:
         """Evaluate (with do_eval), save checkpoint-<step>/, refresh best/ when the metric improved, rotate."""
