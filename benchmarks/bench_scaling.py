@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 from harness import (  # noqa: E402
     CONLL_TYPES,
     PeakMemory,
+    batch_span_mask,
     conll_records,
     interleaved,
     machine_summary,
@@ -130,7 +131,8 @@ class Scaling:
                 types_out = self.model.encode_types(batch["type_input_ids"], batch["type_attention_mask"])
             self.encoded[length, types] = (states.last_hidden_state, types_out)
         states, type_embeddings = self.encoded[length, types]
-        logits = self.model.span_head(states.requires_grad_(), type_embeddings.requires_grad_())
+        logits = self.model.span_head(states.requires_grad_(), type_embeddings.requires_grad_(),
+                                      *batch_span_mask(self.model, batch))
         span_head_loss(self.model, batch, *logits).backward()
         self.model.zero_grad(set_to_none=self.free_grads)
 

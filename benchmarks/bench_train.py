@@ -4,9 +4,12 @@
 
 On the same pre-collated CoNLL-2003 training batches and the embedded backbone (all-MiniLM-L6-v2), each repetition
 runs, in rotated order: (a) the token encoder alone (forward, a trivial loss, backward, AdamW step), (b) the SpanModel
-step (model(**model_inputs(batch)).loss.backward(), AdamW from src.trainer.build_optimizer, zero_grad), (c)
-AutoModelForTokenClassification with 9 IOB2 labels (forward with labels, backward, AdamW). No gradient clipping in
-any of them. Collation (tokenising, aligning, label tensors) is timed on its own and is not part of a step.
+step (model(**model_inputs(batch)).loss.backward(), AdamW from src.trainer.build_optimizer after the trainer's
+default freezing (the type encoder's word embeddings), zero_grad), (c)
+AutoModelForTokenClassification with 9 IOB2 labels (forward with labels, backward, AdamW). All three use the same
+AdamW implementation, the trainer's default `optim` (fused; --optim adamw_torch for the per-tensor loop). No
+gradient clipping in any of them. Collation (tokenising, aligning, label tensors) is timed on its own and is not
+part of a step.
 Peak memory: RSS growth over the first `--memory-steps` steps (optimizer state included), one fresh subprocess
 per variant (see harness.PeakMemory). The breakdown times the parts of step (b) separately, interleaved as well;
 --profile-head adds a torch.profiler table of the span head. One torch thread by default (--threads).
@@ -28,6 +31,7 @@ import torch  # noqa: E402
 from harness import (  # noqa: E402
     BACKBONE,
     PeakMemory,
+    batch_span_mask,
     conll_records,
     interleaved,
     machine_summary,
@@ -42,11 +46,11 @@ from harness import (  # noqa: E402
 from peer_token_classification import TAGS, encode  # noqa: E402
 from transformers import AutoModel, AutoModelForTokenClassification, DataCollatorForTokenClassification  # noqa: E402
 
-from src.args import TrainingArgs  # noqa: E402
+from src.args import OPTIMIZERS, TrainingArgs  # noqa: E402
 from src.collator import InBatchDataCollator, IndexedRecords, model_inputs  # noqa: E402
 from src.config import SpanModelConfig, resolve_model_name_or_path  # noqa: E402
 from src.model import SpanModel, span_candidate_mask  # noqa: E402
-from src.trainer import build_optimizer  # noqa: E402
+from src.trainer import build_optimizer, freeze_parameters  # noqa: E402
 
 VARIANTS = ("encoder", "span_model", "hf_token_classification")
 TYPE_DESCRIPTIONS = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}  # conll.json
@@ -64,7 +68,10 @@ def sample_items(num_batches: int, batch_size: int, seed: int = 0) -> list[list[
 class TrainSteps:
     """The three models, their optimizers and pre-collated batches; `step(variant)` runs one training step."""
 
-    def __init__(self, batches: list[list[tuple[int, dict]]], max_seq_length: int, variants=VARIANTS) -> None:
+    def __init__(
+        self, batches: list[list[tuple[int, dict]]], max_seq_length: int, variants=VARIANTS,
+        optim: str = TrainingArgs.optim,
+    ) -> None:
         torch.manual_seed(0)
         path = resolve_model_name_or_path(BACKBONE)
         config = SpanModelConfig(max_span_length=30, type_descriptions=TYPE_DESCRIPTIONS)
@@ -79,11 +86,12 @@ class TrainSteps:
         self.span_batches = [model_inputs(self.collator(items)) for items in batches]
         self.hf_batches = [self.collate_hf(items) for items in batches]
         self.models, self.optimizers = {}, {}
+        self.fused = optim == "adamw_torch_fused"
         if "span_model" in variants:
             self.models["span_model"] = self.span_model
-            self.optimizers["span_model"] = build_optimizer(
-                self.span_model, TrainingArgs(learning_rate=5e-5, head_learning_rate=1e-3, weight_decay=0.01)
-            )
+            args = TrainingArgs(learning_rate=5e-5, head_learning_rate=1e-3, weight_decay=0.01, optim=optim)
+            freeze_parameters(self.span_model, args)
+            self.optimizers["span_model"] = build_optimizer(self.span_model, args)
         if "encoder" in variants:
             self.models["encoder"] = AutoModel.from_pretrained(path).train()
         if "hf_token_classification" in variants:
@@ -92,7 +100,9 @@ class TrainSteps:
             ).train()
         for name in ("encoder", "hf_token_classification"):
             if name in self.models:
-                self.optimizers[name] = torch.optim.AdamW(self.models[name].parameters(), lr=5e-5, weight_decay=0.01)
+                self.optimizers[name] = torch.optim.AdamW(
+                    self.models[name].parameters(), lr=5e-5, weight_decay=0.01, fused=self.fused
+                )
         self.position = dict.fromkeys(VARIANTS, 0)
 
     def collate_hf(self, items: list[tuple[int, dict]]) -> dict:
@@ -130,16 +140,16 @@ def breakdown_parts(steps: TrainSteps) -> dict:
     grads = {p: torch.zeros_like(p) for p in all_params}
     optimizers = {
         "all": steps.optimizers["span_model"],
-        "all_fused": build_optimizer_like(steps.optimizers["span_model"], fused=True),
-        "encoder": torch.optim.AdamW(encoder_params, lr=5e-5, weight_decay=0.01),
-        "encoder_fused": torch.optim.AdamW(encoder_params, lr=5e-5, weight_decay=0.01, fused=True),
+        "encoder": torch.optim.AdamW(encoder_params, lr=5e-5, weight_decay=0.01, fused=steps.fused),
     }
-    fixed = []  # per batch: encoder outputs and logits, detached
+    fixed = []  # per batch: encoder outputs, legal-span mask and logits, detached
     with torch.no_grad():
         for batch in batches:
             states = model.token_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             types = model.encode_types(batch["type_input_ids"], batch["type_attention_mask"])
-            fixed.append((states.last_hidden_state, types, model.span_head(states.last_hidden_state, types)))
+            mask = batch_span_mask(model, batch)
+            logits = model.span_head(states.last_hidden_state, types, *mask)
+            fixed.append((states.last_hidden_state, types, mask, logits))
     position = [0]
 
     def next_batch() -> int:
@@ -158,14 +168,14 @@ def breakdown_parts(steps: TrainSteps) -> dict:
         model.zero_grad(set_to_none=True)
 
     def span_head():
-        states, types, _ = fixed[next_batch()]
-        logits = model.span_head(states.detach().requires_grad_(), types.detach().requires_grad_())
+        states, types, mask, _ = fixed[next_batch()]
+        logits = model.span_head(states.detach().requires_grad_(), types.detach().requires_grad_(), *mask)
         sum(x.mean() for x in logits).backward()
         model.zero_grad(set_to_none=True)
 
     def loss():
         k = next_batch()
-        logits = [x.detach().requires_grad_() for x in fixed[k][2]]
+        logits = [x.detach().requires_grad_() for x in fixed[k][3]]
         span_head_loss(model, batches[k], *logits).backward()
 
     def optimizer_step(name: str):
@@ -185,15 +195,7 @@ def breakdown_parts(steps: TrainSteps) -> dict:
         "span_loss fwd+bwd (on fixed logits)": loss,
         "AdamW step, all SpanModel params": optimizer_step("all"),
         "AdamW step, token encoder params only (= step (a)'s)": optimizer_step("encoder"),
-        "AdamW(fused=True) step, all SpanModel params": optimizer_step("all_fused"),
-        "AdamW(fused=True) step, token encoder params only": optimizer_step("encoder_fused"),
     }
-
-
-def build_optimizer_like(optimizer: torch.optim.Optimizer, **overrides) -> torch.optim.AdamW:
-    """A new AdamW with the same parameter groups and settings, e.g. fused=True."""
-    groups = [{k: v for k, v in g.items() if k not in overrides} for g in optimizer.param_groups]
-    return torch.optim.AdamW(groups, **overrides)
 
 
 def profile_span_head(steps: TrainSteps, rounds: int = 5, rows: int = 15) -> str:
@@ -236,7 +238,8 @@ def collation_seconds(steps: TrainSteps, batches, repeats: int) -> dict[str, lis
 
 def memory_probe(args) -> dict:
     """In this (fresh) process: RSS growth of `--memory-steps` steps of one variant."""
-    steps = TrainSteps(sample_items(args.batches, args.batch_size), args.max_seq_length, variants=(args.probe,))
+    steps = TrainSteps(sample_items(args.batches, args.batch_size), args.max_seq_length, variants=(args.probe,),
+                       optim=args.optim)
     with PeakMemory() as peak:
         for _ in range(args.memory_steps):
             steps.step(args.probe)
@@ -256,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-breakdown", action="store_true", help="skip timing the parts of the SpanModel step")
     parser.add_argument("--profile-head", action="store_true", help="also print a torch.profiler table of the "
                         "span head's forward + backward")
+    parser.add_argument("--optim", choices=OPTIMIZERS, default=TrainingArgs.optim,
+                        help="AdamW implementation of all three variants (default: the trainer's)")
     parser.add_argument("--probe", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is steady on a shared machine, "
                         "0 = torch's default (one per core)")
@@ -268,18 +273,20 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = time.perf_counter()
     batches = sample_items(args.batches, args.batch_size)
-    steps = TrainSteps(batches, args.max_seq_length)
+    steps = TrainSteps(batches, args.max_seq_length, optim=args.optim)
     lengths = [b["input_ids"].shape[1] for b in steps.span_batches]
     types = [b["type_input_ids"].shape[0] for b in steps.span_batches]
     print(f"{machine_summary()}\n{args.batches} batches of {args.batch_size} CoNLL-2003 train sentences, padded "
-          f"lengths {lengths} subwords, types per batch {types}; {args.repeats} rounds after {args.warmup} warm-up")
+          f"lengths {lengths} subwords, types per batch {types}; {args.repeats} rounds after {args.warmup} warm-up; "
+          f"optim {args.optim} for all three")
     seconds = interleaved({v: (lambda v=v: steps.step(v)) for v in VARIANTS}, repeats=args.repeats,
                           warmup=args.warmup)
     collation = collation_seconds(steps, batches, repeats=3)
     memory = {}
     if not args.no_memory:
         common = ["--batch-size", str(args.batch_size), "--batches", str(args.batches), "--max-seq-length",
-                  str(args.max_seq_length), "--memory-steps", str(args.memory_steps), "--threads", str(args.threads)]
+                  str(args.max_seq_length), "--memory-steps", str(args.memory_steps), "--threads", str(args.threads),
+                  "--optim", args.optim]
         memory = {v: run_probe(__file__, ["--probe", v, *common]) for v in VARIANTS}
     breakdown = {}
     if not args.no_breakdown:

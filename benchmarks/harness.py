@@ -173,9 +173,17 @@ def vocabulary_labels(tokenizer, count: int, first: Sequence[str] = ()) -> list[
     return names[:count]
 
 
+def batch_span_mask(model, batch: dict):
+    """A collated batch's boundary masks [B, L] and legal-span mask [B, L, W], as `SpanModel` computes them."""
+    from src.model import span_candidate_mask
+
+    start_mask, end_mask = batch["start_mask"].bool(), batch["end_mask"].bool()
+    return start_mask, end_mask, span_candidate_mask(start_mask, end_mask, model.config.max_span_length)
+
+
 def span_head_loss(model, batch: dict, start_logits, end_logits, span_logits):
     """`span_loss` on given logits, called exactly as `SpanModel.forward` calls it (to time the loss on its own)."""
-    from src.model import span_candidate_mask, span_loss
+    from src.model import span_loss
 
     start_mask, end_mask = batch["start_mask"].bool(), batch["end_mask"].bool()
     c = model.config
@@ -183,6 +191,6 @@ def span_head_loss(model, batch: dict, start_logits, end_logits, span_logits):
         start_logits=start_logits, end_logits=end_logits, span_logits=span_logits,
         start_labels=batch["start_labels"], end_labels=batch["end_labels"], span_labels=batch["span_labels"],
         start_mask=start_mask, end_mask=end_mask,
-        span_mask=span_candidate_mask(start_mask, end_mask, c.max_span_length), type_mask=batch["type_mask"].bool(),
+        span_mask=batch_span_mask(model, batch)[2], type_mask=batch["type_mask"].bool(),
         start_weight=c.start_loss_weight, end_weight=c.end_loss_weight, span_weight=c.span_loss_weight,
     )

@@ -21,6 +21,8 @@ from .config import SpanModelConfig
 
 # Tracker names Accelerate knows ("all" left out: a run should say what it reports to).
 TRACKERS = tuple(str(t) for t in LoggerType if str(t) != "all")
+# Optimizer names as in transformers.TrainingArguments.optim; both are torch.optim.AdamW.
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,15 @@ class TrainingArgs:
         default=None, metadata={"help": "Peak learning rate of the span head (default: learning_rate)."}
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    freeze_type_embeddings: bool = field(
+        default=True,
+        metadata={"help": "Keep the type encoder's word embeddings fixed (its layers still train): type names seen "
+                  "in training would move only their own rows away from those of unseen names."},
+    )
+    optim: str = field(
+        default="adamw_torch_fused",
+        metadata={"help": "'adamw_torch_fused' (one fused kernel per step; transformers' default) or 'adamw_torch'."},
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
@@ -109,6 +120,8 @@ class TrainingArgs:
             raise ConfigError(f"'threshold' must lie strictly between 0 and 1, got {self.threshold}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"'save_total_limit' must be null or at least 1, got {self.save_total_limit}")
+        if self.optim not in OPTIMIZERS:
+            raise ConfigError(f"'optim' must be one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
         if self.bf16 and self.fp16:
             raise ConfigError("'bf16' and 'fp16' cannot both be true")
         if self.warmup_steps < 0 or self.learning_rate <= 0:

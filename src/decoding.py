@@ -6,6 +6,7 @@ Pure torch + python: no model, no I/O. Spans are (start, end_inclusive, type_ind
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -47,6 +48,28 @@ def _check_shapes(
             raise ValueError(f"{name} must have shape {shape} to match span_logits, got {tuple(tensor.shape)}")
 
 
+class SpanScoreSource(Protocol):
+    """What decoding needs from a scored batch (see `model.SpanScores`): boundary logits and span logits on demand."""
+
+    start_logits: torch.Tensor  # [B, C, L]
+    end_logits: torch.Tensor  # [B, C, L]
+    span_mask: torch.Tensor  # [B, L, W] bool
+
+    def span_logits_at(self, example: torch.Tensor, start: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+        """Logits [S, C] of the spans (example, start, width), each [S]."""
+
+
+class DenseScores:
+    """`SpanScoreSource` over logits that are all computed already: span_logits [B, C, L, W]."""
+
+    def __init__(self, start_logits, end_logits, span_logits, span_mask) -> None:
+        self.start_logits, self.end_logits = start_logits, end_logits  # [B, C, L] each
+        self.span_logits, self.span_mask = span_logits, span_mask  # [B, C, L, W], [B, L, W]
+
+    def span_logits_at(self, example: torch.Tensor, start: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+        return self.span_logits[example, :, start, width]  # [S, C]
+
+
 def span_candidates(
     start_logits: torch.Tensor,
     end_logits: torch.Tensor,
@@ -59,9 +82,25 @@ def span_candidates(
 ) -> list[list[Candidate]]:
     """Every legal span whose start, end and span probabilities all exceed its type's threshold, unresolved.
 
-    Takes the arguments of `decode_batch`. Start and end probabilities [B, C, L] are thresholded first; span
-    probabilities are then read only for the spans where some type passes at both boundaries (`passing_spans`),
-    as an [S, C] block, so the cost follows the number of such spans rather than B x C x L x W.
+    Takes the arguments of `decode_batch`; see `scored_candidates` for the method and the result.
+    """
+    _check_shapes(start_logits, end_logits, span_logits, span_mask, type_mask)
+    scores = DenseScores(start_logits, end_logits, span_logits, span_mask)
+    return scored_candidates(scores, threshold=threshold, type_mask=type_mask, best_type_only=best_type_only)
+
+
+def scored_candidates(
+    scores: SpanScoreSource,
+    *,
+    threshold: float | Sequence[float] | torch.Tensor = 0.5,
+    type_mask: torch.Tensor | None = None,
+    best_type_only: bool = False,
+) -> list[list[Candidate]]:
+    """Thresholded, unresolved candidates of a scored batch, asking it for the logits of few spans only.
+
+    Start and end probabilities [B, C, L] are thresholded first; span logits are then requested only for the
+    legal spans where some type passes at both boundaries (`BoundaryScores.passing_spans`), as an [S, C] block,
+    so the cost follows the number of such spans rather than B x C x L x W.
 
     With ``best_type_only`` only the highest-scoring type of each (start, end) is returned (ties: the smaller
     type index). Overlap resolution never keeps a second type with the same boundaries (see `resolve_overlaps`),
@@ -72,13 +111,14 @@ def span_candidates(
         ``score`` the span probability and ``level = min(start, end, span probability)``: the candidate survives
         exactly the thresholds below ``level``, so one call at a low threshold serves a whole threshold search.
     """
-    _check_shapes(start_logits, end_logits, span_logits, span_mask, type_mask)
-    batch_size, num_types, seq_len, max_width = span_logits.shape
-    if batch_size == 0 or num_types == 0 or seq_len == 0 or max_width == 0:
+    batch_size, num_types, seq_len = scores.start_logits.shape
+    if batch_size == 0 or num_types == 0 or seq_len == 0 or scores.span_mask.shape[-1] == 0:
         return [[] for _ in range(batch_size)]
-    boundaries = BoundaryScores.from_logits(start_logits, end_logits, threshold=threshold, type_mask=type_mask)
-    example, start, width = boundaries.passing_spans(span_mask)  # each [S]
-    span_prob = span_logits[example, :, start, width].float().sigmoid()  # [S, C]
+    boundaries = BoundaryScores.from_logits(
+        scores.start_logits, scores.end_logits, threshold=threshold, type_mask=type_mask
+    )
+    example, start, width = boundaries.passing_spans(scores.span_mask)  # each [S]
+    span_prob = scores.span_logits_at(example, start, width).float().sigmoid()  # [S, C]
     return boundaries.candidates(example, start, width, span_prob, best_type_only=best_type_only)
 
 

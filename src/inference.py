@@ -16,7 +16,7 @@ import torch
 from .args import DataArgs, TrainingArgs
 from .checkpoints import write_json_atomic
 from .collator import default_stride, encode_windows
-from .decoding import merge_windows_by_example, resolve_overlaps, span_candidates
+from .decoding import merge_windows_by_example, resolve_overlaps, scored_candidates
 from .model import SpanModel
 
 INFERENCE_CONFIG_NAME = "inference.json"
@@ -220,16 +220,16 @@ class SpanPredictor:
         row_candidates: list[list[tuple]] = []
         for begin in range(0, len(windows.window_example), batch_size):
             rows = slice(begin, begin + batch_size)
-            out = self.model(
-                input_ids=windows.input_ids[rows].to(self.device),
-                attention_mask=windows.attention_mask[rows].to(self.device),
-                start_mask=windows.start_mask[rows].to(self.device),
-                end_mask=windows.end_mask[rows].to(self.device),
+            # Span logits only for spans whose boundaries pass: with many labels the [B, C, L, W] block is the cost.
+            scores = self.model.score(
+                windows.input_ids[rows].to(self.device),
+                windows.attention_mask[rows].to(self.device),
+                windows.start_mask[rows].to(self.device),
+                windows.end_mask[rows].to(self.device),
                 type_embeddings=type_embeddings,
             )
-            row_candidates += span_candidates(
-                out.start_logits, out.end_logits, out.span_logits, out.span_mask, threshold=thresholds,
-                type_mask=type_mask[rows].to(self.device), best_type_only=True,
+            row_candidates += scored_candidates(
+                scores, threshold=thresholds, type_mask=type_mask[rows].to(self.device), best_type_only=True
             )
         merged = merge_windows_by_example(
             windows.window_example,

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import SpanModelConfig, resolve_model_name_or_path
 
-HEAD_WEIGHTS_NAME = "model.pt"
+HEAD_WEIGHTS_NAME = "span_head.safetensors"
+LEGACY_HEAD_WEIGHTS_NAME = "model.pt"  # written by the first releases (torch.save); still read
 MIN_TEMPERATURE = 1e-2  # keeps 1/temperature finite in bf16 and the logits bounded by +-100
 
 
@@ -48,7 +50,8 @@ class SpanModelOutput:
     """Logits for every (type, position) and (type, span); `loss` only when labels were given.
 
     Span layout: `span_logits[b, c, i, w]` scores the span from subword i to subword i + w inclusive (width w + 1);
-    `span_mask[b, i, w]` says whether that span is a legal candidate.
+    `span_mask[b, i, w]` says whether that span is a legal candidate. Illegal spans, and start (end) positions that
+    are not word-initial (word-final), hold `IGNORED_SPAN_LOGIT`.
     """
 
     start_logits: torch.Tensor  # [B, C, L]
@@ -58,27 +61,62 @@ class SpanModelOutput:
     loss: torch.Tensor | None = None
 
 
+# Logit of what cannot be an entity boundary or span (probability ~0, BCE 0 for a 0 label), finite in bf16/fp16.
+IGNORED_SPAN_LOGIT = -1e4
+
+
 def span_candidate_mask(start_mask: torch.Tensor, end_mask: torch.Tensor, max_span_length: int) -> torch.Tensor:
     """Legal spans: start on a word-initial subword, end on a word-final one, at most `max_span_length` wide.
 
     start_mask, end_mask: [B, L] bool. Returns [B, L, W] bool with [b, i, w] for the span i..i+w (inclusive).
     """
-    ends = _shift_windows(end_mask.unsqueeze(-1).to(torch.uint8), max_span_length).squeeze(-1)  # [B, L, W]
+    padded = F.pad(end_mask.to(torch.uint8), (0, max_span_length - 1))  # [B, L + W - 1]
+    ends = padded.unfold(1, max_span_length, 1)  # [B, L, W]: [b, i, w] = end_mask[b, i + w] (0 past the end)
     return start_mask.unsqueeze(-1) & ends.bool()
-
-
-def _shift_windows(x: torch.Tensor, width: int) -> torch.Tensor:
-    """For x [B, L, D] return a view [B, L, W, D] whose [b, i, w] is x[b, i + w] (zeros past the end)."""
-    padded = F.pad(x, (0, 0, 0, width - 1))  # [B, L + W - 1, D]
-    return padded.unfold(1, width, 1).transpose(-1, -2)  # [B, L, W, D]
 
 
 def _mlp(in_size: int, out_size: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_size, out_size), nn.GELU(), nn.Dropout(dropout), nn.Linear(out_size, out_size))
 
 
+@dataclass
+class TokenVectors:
+    """Span-head outputs of the positions that can bound a span: word-initial ones (start) and word-final ones (end).
+
+    Rows follow `start_mask.nonzero()` and `end_mask.nonzero()`; `start_row[b, i]` is the row of position i of
+    example b in the start tensors (-1 where start_mask is False), `end_row` likewise.
+    """
+
+    start: torch.Tensor  # [Ns, D] unit vectors
+    end: torch.Tensor  # [Ne, D] unit vectors
+    span_start: torch.Tensor  # [Ns, D] span layer's start term (with its bias), before the activation
+    span_end: torch.Tensor  # [Ne, D] span layer's end term
+    start_row: torch.Tensor  # [B, L] long
+    end_row: torch.Tensor  # [B, L] long
+
+
+@dataclass
+class TypeVectors:
+    """Per-type vectors matching `TokenVectors`: unit vectors already divided by the temperature."""
+
+    start: torch.Tensor  # [C, D]
+    end: torch.Tensor  # [C, D]
+    span: torch.Tensor  # [C, D]
+
+
+def _rows(mask: torch.Tensor) -> torch.Tensor:
+    """For mask [B, L] bool: [B, L] long, the rank of each True entry in row-major order, -1 for False."""
+    flat = mask.reshape(-1)
+    return torch.where(flat, flat.long().cumsum(0) - 1, -1).view(mask.shape)
+
+
 class SpanHead(nn.Module):
-    """Projects token states to start/end/span representations and type embeddings to matching vectors."""
+    """Projects token states to start/end/span representations and type embeddings to matching vectors.
+
+    Work is done only where it can matter: boundary vectors for word-initial/word-final positions (not for
+    continuation subwords, special tokens or padding), span representations only for the spans asked for (the legal
+    ones in training, the ones that pass both boundary thresholds in prediction), never for the [B, L, W] grid.
+    """
 
     def __init__(self, config: SpanModelConfig, token_hidden: int, type_hidden: int) -> None:
         super().__init__()
@@ -87,8 +125,8 @@ class SpanHead(nn.Module):
         self.dropout = nn.Dropout(p)
         self.start_proj = _mlp(token_hidden, size, p)
         self.end_proj = _mlp(token_hidden, size, p)
-        # The span layer is Linear([h_i; h_j; width]) split into three additive parts, so the [B, L, W, D]
-        # tensor is built by broadcasting sums rather than by a matmul over L x W concatenations.
+        # The span layer is Linear([h_i; h_j; width]) split into three additive parts: each position is projected
+        # once and a span's pre-activation is a sum of gathered rows, with no concatenation per span.
         self.span_start = nn.Linear(token_hidden, size)
         self.span_end = nn.Linear(token_hidden, size, bias=False)
         self.width_embedding = nn.Embedding(config.max_span_length, size)
@@ -102,22 +140,91 @@ class SpanHead(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp().clamp(min=MIN_TEMPERATURE)
 
-    def forward(self, token_states: torch.Tensor, type_embeddings: torch.Tensor):
-        """token_states [B, L, H], type_embeddings [C, H_type] -> start [B, C, L], end [B, C, L], span [B, C, L, W]."""
-        h = self.dropout(token_states)
+    def token_vectors(
+        self, token_states: torch.Tensor, start_mask: torch.Tensor, end_mask: torch.Tensor
+    ) -> TokenVectors:
+        """token_states [B, L, H], start_mask / end_mask [B, L] bool -> vectors of the masked positions."""
+        starts = self.dropout(token_states[start_mask])  # [Ns, H]
+        ends = self.dropout(token_states[end_mask])  # [Ne, H]
+        return TokenVectors(
+            start=F.normalize(self.start_proj(starts), dim=-1),
+            end=F.normalize(self.end_proj(ends), dim=-1),
+            span_start=self.span_start(starts),
+            span_end=self.span_end(ends),
+            start_row=_rows(start_mask),
+            end_row=_rows(end_mask),
+        )
+
+    def type_vectors(self, type_embeddings: torch.Tensor) -> TypeVectors:
+        """type_embeddings [C, H_type] -> unit vectors scaled by 1 / temperature, each [C, D].
+
+        Scaling the C type vectors instead of the logits keeps the cost independent of B, L and W.
+        """
         scale = 1.0 / self.temperature
-        start = F.normalize(self.start_proj(h), dim=-1)  # [B, L, D]
-        end = F.normalize(self.end_proj(h), dim=-1)  # [B, L, D]
-        span_end = _shift_windows(self.span_end(h), self.max_span_length)  # [B, L, W, D]
-        span = self.span_start(h).unsqueeze(2) + span_end + self.width_embedding.weight  # [B, L, W, D]
-        span = F.normalize(self.span_norm(self.dropout(F.gelu(span))), dim=-1)  # [B, L, W, D]
-        t_start = F.normalize(self.type_start(type_embeddings), dim=-1)  # [C, D]
-        t_end = F.normalize(self.type_end(type_embeddings), dim=-1)  # [C, D]
-        t_span = F.normalize(self.type_span(type_embeddings), dim=-1)  # [C, D]
-        start_logits = torch.einsum("bld,cd->bcl", start, t_start) * scale  # [B, C, L]
-        end_logits = torch.einsum("bld,cd->bcl", end, t_end) * scale  # [B, C, L]
-        span_logits = torch.einsum("blwd,cd->bclw", span, t_span) * scale  # [B, C, L, W]
-        return start_logits, end_logits, span_logits
+        return TypeVectors(
+            start=F.normalize(self.type_start(type_embeddings), dim=-1) * scale,
+            end=F.normalize(self.type_end(type_embeddings), dim=-1) * scale,
+            span=F.normalize(self.type_span(type_embeddings), dim=-1) * scale,
+        )
+
+    def span_vectors(
+        self, tokens: TokenVectors, example: torch.Tensor, start: torch.Tensor, width: torch.Tensor
+    ) -> torch.Tensor:
+        """Unit vectors [S, D] of the legal spans (example, start, width) [S] each, i.e. subwords start..start+width."""
+        first = tokens.start_row[example, start]  # [S]
+        last = tokens.end_row[example, start + width]  # [S]
+        span = tokens.span_start[first] + tokens.span_end[last] + self.width_embedding(width)  # [S, D]
+        return F.normalize(self.span_norm(self.dropout(F.gelu(span))), dim=-1)  # [S, D]
+
+    def forward(
+        self, token_states: torch.Tensor, type_embeddings: torch.Tensor, start_mask: torch.Tensor,
+        end_mask: torch.Tensor, span_mask: torch.Tensor,
+    ):
+        """token_states [B, L, H], type_embeddings [C, H_type], start/end_mask [B, L], span_mask [B, L, W] bool
+        -> start [B, C, L], end [B, C, L], span [B, C, L, W] logits (IGNORED_SPAN_LOGIT where a mask is False)."""
+        tokens = self.token_vectors(token_states, start_mask, end_mask)
+        scores = SpanScores(self, tokens, self.type_vectors(type_embeddings), start_mask, end_mask, span_mask)
+        return scores.start_logits, scores.end_logits, scores.dense_span_logits()
+
+
+def _scatter_positions(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values [N, C] of the True entries of mask [B, L] -> [B, C, L], IGNORED_SPAN_LOGIT elsewhere."""
+    batch_size, seq_len = mask.shape
+    dense = values.new_full((batch_size, values.shape[1], seq_len), IGNORED_SPAN_LOGIT)  # [B, C, L]
+    example, position = mask.nonzero(as_tuple=True)  # each [N]
+    dense[example, :, position] = values
+    return dense
+
+
+class SpanScores:
+    """One encoded batch: start/end logits of every (type, position), span logits computed on demand.
+
+    Prediction thresholds the boundaries first and then asks for the logits of the few spans where some type
+    passes at both ends (`span_logits_at`); training and evaluation take every legal span (`dense_span_logits`).
+    Positions that cannot start (end) a span have start (end) logit IGNORED_SPAN_LOGIT.
+    """
+
+    def __init__(
+        self, head: SpanHead, tokens: TokenVectors, types: TypeVectors, start_mask: torch.Tensor,
+        end_mask: torch.Tensor, span_mask: torch.Tensor,
+    ) -> None:
+        self.head, self.tokens, self.types = head, tokens, types
+        self.span_mask = span_mask  # [B, L, W] bool
+        self.start_logits = _scatter_positions(tokens.start @ types.start.T, start_mask)  # [B, C, L]
+        self.end_logits = _scatter_positions(tokens.end @ types.end.T, end_mask)  # [B, C, L]
+
+    def span_logits_at(self, example: torch.Tensor, start: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+        """Logits [S, C] of the spans (example, start, width), each [S]; the spans must be legal."""
+        return self.head.span_vectors(self.tokens, example, start, width) @ self.types.span.T  # [S, C]
+
+    def dense_span_logits(self) -> torch.Tensor:
+        """[B, C, L, W] logits of every legal span; illegal ones hold IGNORED_SPAN_LOGIT (no gradient)."""
+        example, start, width = self.span_mask.nonzero(as_tuple=True)  # each [S]
+        values = self.span_logits_at(example, start, width)  # [S, C]
+        batch_size, seq_len, max_width = self.span_mask.shape
+        dense = values.new_full((batch_size, values.shape[1], seq_len, max_width), IGNORED_SPAN_LOGIT)
+        dense[example, :, start, width] = values  # [B, C, L, W]
+        return dense
 
 
 def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -192,6 +299,32 @@ class SpanModel(nn.Module):
         out = self.type_encoder(input_ids=type_input_ids, attention_mask=type_attention_mask)
         return out.last_hidden_state[:, 0]  # [C, H_type]
 
+    def score(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        start_mask: torch.Tensor,
+        end_mask: torch.Tensor,
+        *,
+        type_input_ids: torch.Tensor | None = None,
+        type_attention_mask: torch.Tensor | None = None,
+        type_embeddings: torch.Tensor | None = None,
+    ) -> SpanScores:
+        """Encode a batch and its types; span logits are then computed only for the spans asked for.
+
+        Arguments as in `forward` (no labels). Use this to score selected spans cheaply, e.g. with many types.
+        """
+        if type_embeddings is None:
+            if type_input_ids is None:
+                raise ValueError("SpanModel needs type_input_ids or type_embeddings")
+            type_embeddings = self.encode_types(type_input_ids, type_attention_mask)
+        token_states = self.token_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        start_mask, end_mask = start_mask.bool(), end_mask.bool()
+        span_mask = span_candidate_mask(start_mask, end_mask, self.config.max_span_length)  # [B, L, W]
+        head = self.span_head
+        tokens = head.token_vectors(token_states, start_mask, end_mask)
+        return SpanScores(head, tokens, head.type_vectors(type_embeddings), start_mask, end_mask, span_mask)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -211,14 +344,11 @@ class SpanModel(nn.Module):
         input_ids, attention_mask, start_mask, end_mask: [B, L]; type_input_ids, type_attention_mask: [C, T];
         type_embeddings: [C, H_type]; type_mask: [B, C] (default all True); labels as in `span_loss`.
         """
-        if type_embeddings is None:
-            if type_input_ids is None:
-                raise ValueError("SpanModel.forward needs type_input_ids or type_embeddings")
-            type_embeddings = self.encode_types(type_input_ids, type_attention_mask)
-        token_states = self.token_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        span_mask = span_candidate_mask(start_mask, end_mask, self.config.max_span_length)  # [B, L, W]
-        start_logits, end_logits, span_logits = self.span_head(token_states, type_embeddings)
+        scores = self.score(input_ids, attention_mask, start_mask, end_mask, type_input_ids=type_input_ids,
+                            type_attention_mask=type_attention_mask, type_embeddings=type_embeddings)
+        start_logits, end_logits, span_mask = scores.start_logits, scores.end_logits, scores.span_mask
+        span_logits = scores.dense_span_logits()  # [B, C, L, W]
         loss = None
         if span_labels is not None:
             if type_mask is None:
@@ -241,7 +371,7 @@ class SpanModel(nn.Module):
         return SpanModelOutput(start_logits, end_logits, span_logits, span_mask, loss)
 
     def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write config.json, token_encoder/, type_encoder/ (weights + tokenizer) and model.pt (span head)."""
+        """Write config.json, token_encoder/, type_encoder/ (weights + tokenizer) and span_head.safetensors."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         self.config.save(path / "config.json")
@@ -252,7 +382,7 @@ class SpanModel(nn.Module):
             encoder.save_pretrained(path / name)
             tokenizer.save_pretrained(path / name)
         state = {k: v.detach().cpu().contiguous() for k, v in self.span_head.state_dict().items()}
-        torch.save(state, path / HEAD_WEIGHTS_NAME)
+        save_file(state, path / HEAD_WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu") -> SpanModel:
@@ -264,6 +394,11 @@ class SpanModel(nn.Module):
         token_encoder, token_tokenizer = load_backbone(str(path / "token_encoder"))
         type_encoder, type_tokenizer = load_backbone(str(path / "type_encoder"))
         model = cls(config, token_encoder, type_encoder, token_tokenizer, type_tokenizer)
-        state = torch.load(path / HEAD_WEIGHTS_NAME, map_location=map_location, weights_only=True)
+        if (path / HEAD_WEIGHTS_NAME).is_file():
+            state = load_file(path / HEAD_WEIGHTS_NAME, device=str(map_location))
+        elif (path / LEGACY_HEAD_WEIGHTS_NAME).is_file():
+            state = torch.load(path / LEGACY_HEAD_WEIGHTS_NAME, map_location=map_location, weights_only=True)
+        else:
+            raise FileNotFoundError(f"{path}: no span-head weights ({HEAD_WEIGHTS_NAME})")
         model.span_head.load_state_dict(state)
         return model.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from src.decoding import DenseScores
 from src.model import SpanModel, SpanModelOutput, span_candidate_mask
 
 HIGH, LOW = 20.0, -20.0
@@ -46,3 +47,7 @@ class WordSpotter(SpanModel):
                     for c in target:
                         start[b, c, i], end[b, c, i + n - 1], span[b, c, i, n - 1] = HIGH, HIGH, HIGH
         return SpanModelOutput(start, end, span, span_mask, None)
+
+    def score(self, input_ids, attention_mask, start_mask, end_mask, **types) -> DenseScores:
+        out = self.forward(input_ids, attention_mask, start_mask, end_mask, **types)
+        return DenseScores(out.start_logits, out.end_logits, out.span_logits, out.span_mask)

@@ -9,7 +9,7 @@ import torch
 
 from src.collator import InBatchDataCollator, model_inputs
 from src.config import SpanModelConfig
-from src.model import SpanModel, span_candidate_mask, span_loss
+from src.model import IGNORED_SPAN_LOGIT, SpanModel, span_candidate_mask, span_loss
 
 from .conftest import tiny_records
 
@@ -105,7 +105,7 @@ def test_save_load_gives_identical_logits(tiny_backbone, tmp_path):
     with torch.no_grad():
         before = model(**model_inputs(batch))
     model.save_pretrained(tmp_path / "saved")
-    for name in ("config.json", "model.pt", "token_encoder", "type_encoder"):
+    for name in ("config.json", "span_head.safetensors", "token_encoder", "type_encoder"):
         assert (tmp_path / "saved" / name).exists(), name
     loaded = SpanModel.from_pretrained(tmp_path / "saved")
     assert loaded.config == model.config
@@ -113,6 +113,61 @@ def test_save_load_gives_identical_logits(tiny_backbone, tmp_path):
         after = loaded(**model_inputs(batch))
     for name in ("start_logits", "end_logits", "span_logits", "loss"):
         assert torch.equal(getattr(before, name), getattr(after, name)), name
+
+
+def test_folders_with_the_legacy_head_file_still_load(tiny_backbone, tmp_path):
+    from safetensors.torch import load_file
+
+    model = build(tiny_backbone).eval()
+    model.save_pretrained(tmp_path / "saved")
+    head = tmp_path / "saved" / "span_head.safetensors"
+    torch.save(load_file(head), tmp_path / "saved" / "model.pt")  # the first releases' layout
+    head.unlink()
+    loaded = SpanModel.from_pretrained(tmp_path / "saved")
+    for name, value in model.span_head.state_dict().items():
+        assert torch.equal(value, loaded.span_head.state_dict()[name]), name
+    (tmp_path / "saved" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no span-head weights"):
+        SpanModel.from_pretrained(tmp_path / "saved")
+
+
+def test_span_logits_match_a_per_span_reference(tiny_backbone):
+    """Each legal span's logit is the formula computed one span at a time; illegal spans hold the ignored value."""
+    model = build(tiny_backbone).eval()
+    with torch.no_grad():
+        model.span_head.log_temperature.fill_(-1.2)
+    batch = model_inputs(collate(model, tiny_records()), with_labels=False)
+    head = model.span_head
+    with torch.no_grad():
+        out = model(**batch)
+        states = model.token_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        types = model.encode_types(batch["type_input_ids"], batch["type_attention_mask"])  # [C, H]
+        type_span = torch.nn.functional.normalize(head.type_span(types), dim=-1)  # [C, D]
+        legal = out.span_mask.nonzero().tolist()
+        assert len(legal) > 10
+        for b, i, w in legal:
+            pre = head.span_start(states[b, i]) + head.span_end(states[b, i + w]) + head.width_embedding.weight[w]
+            vector = torch.nn.functional.normalize(head.span_norm(torch.nn.functional.gelu(pre)), dim=-1)  # [D]
+            expected = type_span @ vector / math.exp(-1.2)  # [C]
+            torch.testing.assert_close(out.span_logits[b, :, i, w], expected, rtol=1e-5, atol=1e-5)
+        illegal = ~out.span_mask[:, None].expand_as(out.span_logits)
+        assert (out.span_logits[illegal] == IGNORED_SPAN_LOGIT).all()
+        for logits, mask in ((out.start_logits, batch["start_mask"]), (out.end_logits, batch["end_mask"])):
+            assert (logits.transpose(1, 2)[~mask.bool()] == IGNORED_SPAN_LOGIT).all()
+            assert (logits.transpose(1, 2)[mask.bool()] > IGNORED_SPAN_LOGIT / 2).all()
+        # The lazy path gives the same logits for any subset of legal spans.
+        scores = model.score(batch["input_ids"], batch["attention_mask"], batch["start_mask"], batch["end_mask"],
+                             type_input_ids=batch["type_input_ids"], type_attention_mask=batch["type_attention_mask"])
+        picked = torch.tensor(legal[::3]).T  # [3, S]
+        torch.testing.assert_close(scores.span_logits_at(*picked), out.span_logits[picked[0], :, picked[1], picked[2]])
+        torch.testing.assert_close(scores.start_logits, out.start_logits)
+
+
+def test_gradients_reach_every_head_parameter(tiny_backbone):
+    model = build(tiny_backbone)
+    model(**model_inputs(collate(model, tiny_records()))).loss.backward()
+    for name, param in model.span_head.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 def test_scores_do_not_depend_on_other_types_in_batch(tiny_backbone):
@@ -144,3 +199,18 @@ def test_batch_without_entities_trains_with_zero_loss(tiny_backbone):
     out = model(**model_inputs(batch))
     assert out.span_logits.shape[1] == 0 and out.loss.item() == 0.0
     out.loss.backward()  # must not fail: the step is a no-op for the weights
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch_fused", "adamw_torch"])
+def test_optimizer_groups_and_implementation(tiny_backbone, optim):
+    from src.args import TrainingArgs
+    from src.trainer import build_optimizer
+
+    model = build(tiny_backbone)
+    optimizer = build_optimizer(model, TrainingArgs(learning_rate=1e-4, head_learning_rate=1e-3, optim=optim))
+    assert all(group["fused"] is (optim == "adamw_torch_fused") for group in optimizer.param_groups)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(model.span_head.span_start.weight)] == (1e-3, 0.01)
+    assert lr_of[id(model.span_head.log_temperature)] == (1e-3, 0.0)
+    assert lr_of[id(model.token_encoder.embeddings.word_embeddings.weight)] == (1e-4, 0.01)
+    assert len(lr_of) == sum(1 for _ in model.parameters())

@@ -6,6 +6,7 @@ import importlib.util
 import math
 
 import pytest
+import torch
 
 from .training_runs import read_json, train_in_process, tree_snapshot, write_run_config
 
@@ -68,3 +69,24 @@ def test_fp16_on_cpu_is_refused(tmp_path, tiny_backbone, capsys):
     assert train_in_process(config) == 2
     assert "'fp16' needs a GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_type_embeddings_keeps_only_the_type_word_embeddings_fixed(tmp_path, tiny_backbone, freeze):
+    from src.model import SpanModel
+
+    config = write_run_config(tmp_path, tiny_backbone, max_steps=3, eval_steps=3, freeze_type_embeddings=freeze)
+    assert train_in_process(config) == 0
+    initial = SpanModel.from_config(SpanModel.from_pretrained(tmp_path / "out" / "final").config)
+    trained = SpanModel.from_pretrained(tmp_path / "out" / "final")
+    word_embeddings = "embeddings.word_embeddings.weight"
+    for encoder in ("type_encoder", "token_encoder"):
+        before = dict(getattr(initial, encoder).named_parameters())
+        after = dict(getattr(trained, encoder).named_parameters())
+        frozen = freeze and encoder == "type_encoder"
+        assert torch.equal(before[word_embeddings], after[word_embeddings]) is frozen, encoder
+        assert not torch.equal(before["encoder.layer.0.attention.self.query.weight"],
+                               after["encoder.layer.0.attention.self.query.weight"]), encoder
+    total = sum(p.numel() for p in trained.parameters())
+    fixed = trained.type_encoder.get_input_embeddings().weight.numel() if freeze else 0
+    assert f"span head), {total - fixed:,} trained" in (tmp_path / "out" / "run.log").read_text()

@@ -107,7 +107,7 @@ def model_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
     """Every saved weight of a model folder (span head and both encoders), keyed by file and name."""
     from safetensors.torch import load_file
 
-    tensors = {f"head.{k}": v for k, v in torch.load(model_dir / "model.pt", weights_only=True).items()}
+    tensors = {f"head.{k}": v for k, v in load_file(model_dir / "span_head.safetensors").items()}
     for encoder in ("token_encoder", "type_encoder"):
         for file in sorted((model_dir / encoder).glob("*.safetensors")):
             tensors.update({f"{encoder}.{k}": v for k, v in load_file(file).items()})
