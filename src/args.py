@@ -23,6 +23,8 @@ from .config import SpanModelConfig
 TRACKERS = tuple(str(t) for t in LoggerType if str(t) != "all")
 # Optimizer names as in transformers.TrainingArguments.optim; both are torch.optim.AdamW.
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
+# Validation metrics that can pick best/ (see metrics.py and evaluation.py).
+BEST_MODEL_METRICS = ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "accuracy", "loss")
 
 
 class ConfigError(ValueError):
@@ -97,7 +99,12 @@ class TrainingArgs:
     save_total_limit: int | None = field(
         default=2, metadata={"help": "Keep at most this many checkpoint-* folders (best's source is kept)."}
     )
-    metric_for_best_model: str = field(default="f1", metadata={"help": "Validation metric that picks best/."})
+    metric_for_best_model: str = field(
+        default="f1", metadata={"help": f"Validation metric that picks best/: one of {', '.join(BEST_MODEL_METRICS)}."}
+    )
+    greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Whether a larger metric_for_best_model is better (default: all but 'loss')."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed for weights, data order and dropout."})
     threshold: float = field(default=0.5, metadata={"help": "Probability a start, end and span must all exceed."})
     flat_ner: bool = field(default=True, metadata={"help": "Resolve overlaps to flat spans; false keeps nesting."})
@@ -120,6 +127,11 @@ class TrainingArgs:
             raise ConfigError(f"'threshold' must lie strictly between 0 and 1, got {self.threshold}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"'save_total_limit' must be null or at least 1, got {self.save_total_limit}")
+        if self.metric_for_best_model not in BEST_MODEL_METRICS:
+            raise ConfigError(f"'metric_for_best_model' must be one of {', '.join(BEST_MODEL_METRICS)}, "
+                              f"got {self.metric_for_best_model!r}")
+        if self.greater_is_better is None:
+            self.greater_is_better = self.metric_for_best_model != "loss"
         if self.optim not in OPTIMIZERS:
             raise ConfigError(f"'optim' must be one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
         if self.bf16 and self.fp16:

@@ -388,7 +388,7 @@ class SpanTrainer:
             self.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
                                  step=self.global_step)
         value = metrics[a.metric_for_best_model]
-        if self.best_metric is None or value > self.best_metric:
+        if self.best_metric is None or (value > self.best_metric if a.greater_is_better else value < self.best_metric):
             self.best_metric, self.best_step = value, self.global_step
         return metrics
 

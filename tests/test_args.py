@@ -51,6 +51,7 @@ def test_overrides_are_parsed_by_type(tmp_path):
         ({"annotation_format": "words"}, [], "'annotation_format' must be 'tokens' or 'text'"),
         ({"threshold": 1.5}, [], "'threshold' must lie strictly between 0 and 1"),
         ({"max_span_length": 0}, [], "invalid value for 'max_span_length'"),
+        ({"metric_for_best_model": "F1"}, [], "'metric_for_best_model' must be one of f1, precision,"),
         ({"optim": "sgd"}, [], "'optim' must be one of adamw_torch_fused, adamw_torch, got 'sgd'"),
     ],
 )

@@ -134,3 +134,22 @@ def test_save_total_limit_1_keeps_best_source_and_newest(tmp_path, tiny_backbone
     assert kept == {2: ["checkpoint-2"], 4: ["checkpoint-2", "checkpoint-4"], 6: ["checkpoint-2", "checkpoint-6"]}
     assert read_saved_step(out / "best") == 2
     assert read_json(out / "test_results.json")["best_step"] == 2
+
+
+@pytest.mark.parametrize(("metric", "extra", "best"), [("loss", [], 4), ("loss", ["--greater_is_better", "true"], 6),
+                                                       ("f1", [], 6)])
+def test_best_model_follows_the_metric_direction(tmp_path, tiny_backbone, monkeypatch, metric, extra, best):
+    config = write_run_config(tmp_path, tiny_backbone, max_steps=6, eval_steps=2, metric_for_best_model=metric)
+    scripted = {2: 0.5, 4: 0.2, 6: 0.7}  # lowest at step 4, highest at step 6
+    real_evaluate = SpanTrainer.evaluate
+
+    def evaluate(self, split):
+        metrics = real_evaluate(self, split)
+        if split == "validation":
+            metrics[metric] = scripted[self.global_step]
+        return metrics
+
+    monkeypatch.setattr(SpanTrainer, "evaluate", evaluate)
+    assert train_in_process(config, *extra) == 0
+    assert read_json(tmp_path / "out" / "test_results.json")["best_step"] == best
+    assert read_saved_step(tmp_path / "out" / "best") == best
