@@ -179,23 +179,24 @@ class BoundaryScores:
     ) -> list[list[Candidate]]:
         """Candidates of the spans (example, start, width) [S] with span probabilities span_prob [S, C]."""
         end = start + width  # [S]
-        start_p = self.start_prob[example, :, start]  # [S, C]
-        end_p = self.end_prob[example, :, end]  # [S, C]
         keep = self.start_ok[example, :, start] & self.end_ok[example, :, end] & (span_prob > self.thresholds)  # [S, C]
-        level = torch.minimum(torch.minimum(start_p, end_p), span_prob)  # [S, C]
         if best_type_only:
-            masked = torch.where(keep, span_prob, -1.0)  # [S, C]; kept probabilities are > threshold >= 0
-            best = masked.max(dim=1).values  # [S]
-            type_ids = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)  # [S, C]
-            # Smallest type among equal best scores, as in resolve_overlaps' tie-break.
-            type_index = torch.where(keep & (masked == best[:, None]), type_ids, keep.shape[1]).amin(dim=1)  # [S]
+            # Kept probabilities exceed a threshold > 0, the rest become -1; max returns the first maximum, i.e. the
+            # smallest type index among equal best scores, as in resolve_overlaps' tie-break.
+            best, type_index = torch.where(keep, span_prob, -1.0).max(dim=1)  # [S] each
             row = (best >= 0).nonzero(as_tuple=True)[0]  # [N]
             type_index = type_index[row]  # [N]
         else:
             row, type_index = keep.nonzero(as_tuple=True)  # each [N]
+        # Probabilities of the kept (span, type) pairs only: with many types most of the [S, C] block is dropped.
+        kept_example, kept_start, kept_end = example[row], start[row], end[row]  # [N] each
+        score = span_prob[row, type_index]  # [N]
+        start_p = self.start_prob[kept_example, type_index, kept_start]  # [N]
+        end_p = self.end_prob[kept_example, type_index, kept_end]  # [N]
+        level = torch.minimum(torch.minimum(start_p, end_p), score)  # [N]
         batch_size = self.start_prob.shape[0]
-        rows = torch.stack((example[row], start[row], end[row], type_index), dim=1).cpu().tolist()  # [N, 4]
-        values = torch.stack((span_prob[row, type_index], level[row, type_index]), dim=1).cpu().tolist()  # [N, 2]
+        rows = torch.stack((kept_example, kept_start, kept_end, type_index), dim=1).cpu().tolist()  # [N, 4]
+        values = torch.stack((score, level), dim=1).cpu().tolist()  # [N, 2]
         candidates: list[list[Candidate]] = [[] for _ in range(batch_size)]
         for (b, i, j, c), (score, pass_level) in zip(rows, values, strict=True):
             candidates[b].append((i, j, c, score, pass_level))

@@ -237,3 +237,28 @@ def test_resolve_overlaps_ties_do_not_depend_on_input_order(flat_ner):
 def test_resolve_overlaps_empty():
     assert resolve_overlaps([], flat_ner=True) == []
     assert resolve_overlaps([], flat_ner=False) == []
+
+
+def test_candidates_all_types_and_best_type_only():
+    """Three types on one span: all pass with their levels, or only the best (ties: the smaller type index)."""
+    from src.decoding import span_candidates
+
+    logits = _blank_logits(batch_size=1, num_types=4, seq_len=3, max_width=2)
+    _add_span(logits, example=0, type_index=1, start=0, end=1, span_logit=2.0, start_logit=1.0, end_logit=3.0)
+    _add_span(logits, example=0, type_index=2, start=0, end=1, span_logit=2.0, start_logit=4.0, end_logit=0.5)
+    _add_span(logits, example=0, type_index=3, start=0, end=1, span_logit=1.5, start_logit=4.0, end_logit=4.0)
+    _add_span(logits, example=0, type_index=0, start=2, end=2, span_logit=0.2, start_logit=LOW, end_logit=HIGH)
+    every = span_candidates(**logits, threshold=0.5)
+    assert every == [[
+        (0, 1, 1, _prob(2.0), _prob(1.0)),
+        (0, 1, 2, _prob(2.0), _prob(0.5)),
+        (0, 1, 3, _prob(1.5), _prob(1.5)),
+    ]]
+    assert span_candidates(**logits, threshold=0.5, best_type_only=True) == [[(0, 1, 1, _prob(2.0), _prob(1.0))]]
+    # Type 1 fails its own threshold: the best remaining type is 2, then 3 once 2 fails as well.
+    assert span_candidates(**logits, threshold=[0.5, 0.9, 0.5, 0.5], best_type_only=True) == [
+        [(0, 1, 2, _prob(2.0), _prob(0.5))]
+    ]
+    assert span_candidates(**logits, threshold=[0.5, 0.9, 0.7, 0.5], best_type_only=True) == [
+        [(0, 1, 3, _prob(1.5), _prob(1.5))]
+    ]
