@@ -70,7 +70,7 @@ class TrainSteps:
 
     def __init__(
         self, batches: list[list[tuple[int, dict]]], max_seq_length: int, variants=VARIANTS,
-        optim: str = TrainingArgs.optim,
+        optim: str = TrainingArgs.optim, freeze_type_embeddings: bool = TrainingArgs.freeze_type_embeddings,
     ) -> None:
         torch.manual_seed(0)
         path = resolve_model_name_or_path(BACKBONE)
@@ -89,7 +89,8 @@ class TrainSteps:
         self.fused = optim == "adamw_torch_fused"
         if "span_model" in variants:
             self.models["span_model"] = self.span_model
-            args = TrainingArgs(learning_rate=5e-5, head_learning_rate=1e-3, weight_decay=0.01, optim=optim)
+            args = TrainingArgs(learning_rate=5e-5, head_learning_rate=1e-3, weight_decay=0.01, optim=optim,
+                                freeze_type_embeddings=freeze_type_embeddings)
             freeze_parameters(self.span_model, args)
             self.optimizers["span_model"] = build_optimizer(self.span_model, args)
         if "encoder" in variants:
@@ -239,7 +240,7 @@ def collation_seconds(steps: TrainSteps, batches, repeats: int) -> dict[str, lis
 def memory_probe(args) -> dict:
     """In this (fresh) process: RSS growth of `--memory-steps` steps of one variant."""
     steps = TrainSteps(sample_items(args.batches, args.batch_size), args.max_seq_length, variants=(args.probe,),
-                       optim=args.optim)
+                       optim=args.optim, freeze_type_embeddings=not args.train_type_embeddings)
     with PeakMemory() as peak:
         for _ in range(args.memory_steps):
             steps.step(args.probe)
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                         "span head's forward + backward")
     parser.add_argument("--optim", choices=OPTIMIZERS, default=TrainingArgs.optim,
                         help="AdamW implementation of all three variants (default: the trainer's)")
+    parser.add_argument("--train-type-embeddings", action="store_true",
+                        help="(b) trains the type encoder's word embeddings too (freeze_type_embeddings false)")
     parser.add_argument("--probe", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is steady on a shared machine, "
                         "0 = torch's default (one per core)")
@@ -273,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = time.perf_counter()
     batches = sample_items(args.batches, args.batch_size)
-    steps = TrainSteps(batches, args.max_seq_length, optim=args.optim)
+    steps = TrainSteps(batches, args.max_seq_length, optim=args.optim,
+                       freeze_type_embeddings=not args.train_type_embeddings)
     lengths = [b["input_ids"].shape[1] for b in steps.span_batches]
     types = [b["type_input_ids"].shape[0] for b in steps.span_batches]
     print(f"{machine_summary()}\n{args.batches} batches of {args.batch_size} CoNLL-2003 train sentences, padded "
           f"lengths {lengths} subwords, types per batch {types}; {args.repeats} rounds after {args.warmup} warm-up; "
-          f"optim {args.optim} for all three")
+          f"optim {args.optim} for all three; type embeddings "
+          f"{'trained' if args.train_type_embeddings else 'frozen'} in (b)")
     seconds = interleaved({v: (lambda v=v: steps.step(v)) for v in VARIANTS}, repeats=args.repeats,
                           warmup=args.warmup)
     collation = collation_seconds(steps, batches, repeats=3)
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         common = ["--batch-size", str(args.batch_size), "--batches", str(args.batches), "--max-seq-length",
                   str(args.max_seq_length), "--memory-steps", str(args.memory_steps), "--threads", str(args.threads),
-                  "--optim", args.optim]
+                  "--optim", args.optim, *(["--train-type-embeddings"] if args.train_type_embeddings else [])]
         memory = {v: run_probe(__file__, ["--probe", v, *common]) for v in VARIANTS}
     breakdown = {}
     if not args.no_breakdown:
