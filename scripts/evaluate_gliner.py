@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         from src.checkpoints import write_json_atomic
 
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.output, results)  # an earlier results file survives a failed write
         print(f"results -> {args.output}", file=sys.stderr)
     return 0

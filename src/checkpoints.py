@@ -159,7 +159,11 @@ def atomic_directory(final: Path, *, is_main_process: bool = True, accelerator=N
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see a partial file."""
+    """Write JSON through a temporary file and a rename, so readers never see a partial file.
+
+    Missing parent folders are created; an existing file at `path` is only replaced once the new one is complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
