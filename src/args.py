@@ -18,13 +18,16 @@ from accelerate.utils import LoggerType
 from transformers import HfArgumentParser
 
 from .config import SpanModelConfig
+from .sources import parse_sources
 
 # Tracker names Accelerate knows ("all" left out: a run should say what it reports to).
 TRACKERS = tuple(str(t) for t in LoggerType if str(t) != "all")
 # Optimizer names as in transformers.TrainingArguments.optim; both are torch.optim.AdamW.
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
-# Validation metrics that can pick best/ (see metrics.py and evaluation.py).
-BEST_MODEL_METRICS = ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "accuracy", "loss")
+# Validation metrics that can pick best/ (see metrics.py and evaluation.py); mean_corpus_f1 needs 'datasets'.
+BEST_MODEL_METRICS = ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "accuracy", "loss",
+                      "mean_corpus_f1")
+LABEL_SET_MODES = ("record", "batch_union")  # as src.collator.LABEL_SET_MODES (kept torch-free here)
 
 
 class ConfigError(ValueError):
@@ -47,10 +50,52 @@ class DataArgs:
     test_file: str | None = field(default=None, metadata={"help": "Test JSONL file, scored once after training."})
     max_seq_length: int = field(default=128, metadata={"help": "Subword window of the token encoder."})
     max_type_length: int = field(default=32, metadata={"help": "Subword limit of a type name or description."})
+    datasets: list[dict] | None = field(
+        default=None,
+        metadata={"help": "A training mixture: a list of corpora (name, format, train/validation/test files, "
+                  "label_map, labels, weight, ...; see configs/README.md) instead of dataset_name / *_file keys."},
+    )
+    sampling_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Mixture sampling: corpus i is drawn with probability proportional to weight_i * "
+                  "n_i ** (1 / T); 1 follows the corpus sizes, larger values flatten towards uniform."},
+    )
+    label_sets: str = field(
+        default="record",
+        metadata={"help": "'record': a record gives loss only for the types it was annotated for (its 'labels', else "
+                  "its corpus's label set); 'batch_union': every record for every type present in the batch."},
+    )
+    max_types: int | None = field(
+        default=25,
+        metadata={"help": "Types per training batch: all present gold types, then negatives drawn from the records' "
+                  "label sets up to this total (null: all of them)."},
+    )
+    max_eval_examples: int | None = field(
+        default=None, metadata={"help": "Mixtures: score at most this many validation/test sentences per corpus."}
+    )
+    data_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Mixtures: folder for the converted Arrow files (default: the datasets library's cache)."},
+    )
 
     def __post_init__(self) -> None:
         if self.annotation_format not in ("tokens", "text"):
             raise ConfigError(f"'annotation_format' must be 'tokens' or 'text', got {self.annotation_format!r}")
+        if self.label_sets not in LABEL_SET_MODES:
+            raise ConfigError(f"'label_sets' must be one of {', '.join(LABEL_SET_MODES)}, got {self.label_sets!r}")
+        if self.max_types is not None and self.max_types < 1:
+            raise ConfigError(f"'max_types' must be null or at least 1, got {self.max_types}")
+        if self.sampling_temperature <= 0:
+            raise ConfigError(f"'sampling_temperature' must be > 0, got {self.sampling_temperature}")
+        if self.max_eval_examples is not None and self.max_eval_examples < 1:
+            raise ConfigError(f"'max_eval_examples' must be null or at least 1, got {self.max_eval_examples}")
+        if self.datasets is not None:
+            if self.dataset_name or any((self.train_file, self.validation_file, self.test_file)):
+                raise ConfigError("give either 'datasets' (a mixture) or 'dataset_name' / the '*_file' keys, not both")
+            try:
+                parse_sources(self.datasets)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.dataset_name and any((self.train_file, self.validation_file, self.test_file)):
             raise ConfigError("give either 'dataset_name' or the '*_file' keys, not both")
         if self.max_seq_length < 8:
@@ -107,6 +152,11 @@ class TrainingArgs:
     )
     seed: int = field(default=42, metadata={"help": "Seed for weights, data order and dropout."})
     threshold: float = field(default=0.5, metadata={"help": "Probability a start, end and span must all exceed."})
+    calibrate_threshold: bool = field(
+        default=False,
+        metadata={"help": "After training, choose the threshold on the validation data (mean corpus F1 for a "
+                  "mixture, else micro F1), save it as best/inference.json and test with it."},
+    )
     flat_ner: bool = field(default=True, metadata={"help": "Resolve overlaps to flat spans; false keeps nesting."})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision."})
     fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (GPU only)."})
@@ -179,7 +229,9 @@ def _check_type(key: str, value: Any, annotation: Any, source: str) -> None:
         str: isinstance(value, str),
     }.get(annotation)
     if origin is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        item = (typing.get_args(annotation) or (str,))[0]
+        item = dict if typing.get_origin(item) is dict else item
+        ok = isinstance(value, list) and all(isinstance(v, item) for v in value)
     elif origin is dict:
         ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     if not ok:

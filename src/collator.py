@@ -8,6 +8,8 @@ into overlapping windows (`encode_windows`), so nothing is truncated.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +18,8 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 ANNOTATION_FORMATS = ("tokens", "text")
+# How a training batch picks its types and which of them give each record loss (see `InBatchDataCollator`).
+LABEL_SET_MODES = ("record", "batch_union")
 
 
 class IndexedRecords(Dataset):
@@ -202,6 +206,14 @@ def gold_spans(record: dict, annotation_format: str) -> list[tuple[int, int, str
 class InBatchDataCollator:
     """Turns (index, record) items into model inputs; the type batch holds only the labels present in the batch.
 
+    Per-record label sets (`label_sets="record"`): a record's optional `labels` lists the types it was annotated
+    for; only those types give it loss (type_mask [N, C]), every other type of the batch is masked for it. The
+    batch's types are the gold types present in it plus, up to `max_types` in all, negative types drawn from the
+    records' own label sets (positives are always kept). Records without `labels` accept every type of the batch,
+    which is today's single-corpus behaviour: with no record carrying `labels` there is nothing to draw negatives
+    from, so the batch types are exactly the gold types present. `label_sets="batch_union"` ignores `labels` and
+    gives every record loss for every present type (the behaviour before per-record label sets).
+
     With `label_set` given (evaluation, prediction) every batch scores that fixed list of types instead.
     Per batch it also returns `labels` (the type names, in type order), `indices` (dataset indices) and
     `alignments` (one `Alignment` per row) for decoding, and `lost` (Counter of gold spans that could not
@@ -225,9 +237,16 @@ class InBatchDataCollator:
         type_descriptions: dict[str, str] | None = None,
         label_set: list[str] | None = None,
         stride: int | None = None,
+        label_sets: str = "record",
+        max_types: int | None = None,
+        seed: int = 0,
     ) -> None:
         if annotation_format not in ANNOTATION_FORMATS:
             raise ValueError(f"annotation_format must be one of {ANNOTATION_FORMATS}, got {annotation_format!r}")
+        if label_sets not in LABEL_SET_MODES:
+            raise ValueError(f"label_sets must be one of {LABEL_SET_MODES}, got {label_sets!r}")
+        if max_types is not None and max_types < 1:
+            raise ValueError(f"max_types must be None or at least 1, got {max_types}")
         self.token_tokenizer = token_tokenizer
         self.type_tokenizer = type_tokenizer
         self.annotation_format = annotation_format
@@ -237,6 +256,9 @@ class InBatchDataCollator:
         self.type_descriptions = type_descriptions or {}
         self.label_set = list(label_set) if label_set is not None else None
         self.stride = stride
+        self.label_sets = label_sets
+        self.max_types = max_types
+        self.seed = seed
 
     def with_windows(self, stride: int | None = None) -> InBatchDataCollator:
         """A copy that splits long examples into overlapping windows; self when it already does.
@@ -259,6 +281,9 @@ class InBatchDataCollator:
             type_descriptions=self.type_descriptions,
             label_set=self.label_set,
             stride=stride,
+            label_sets=self.label_sets,
+            max_types=self.max_types,
+            seed=self.seed,
         )
 
     def tokenize(self, records: list[dict]):
@@ -310,13 +335,45 @@ class InBatchDataCollator:
             enc.encodings,
         )
 
+    def record_label_sets(self, records: list[dict]) -> list[frozenset[str] | None]:
+        """Per record, the types it gives loss for; None means every type of the batch (no `labels` given)."""
+        if self.label_sets == "batch_union":
+            return [None] * len(records)
+        return [frozenset(r["labels"]) if r.get("labels") is not None else None for r in records]
+
+    def batch_types(
+        self, indices: list[int], golds: list[list[tuple]], record_labels: list[frozenset[str] | None]
+    ) -> list[str]:
+        """The training batch's types: every present gold type, then negatives from the records' label sets.
+
+        Negatives fill the batch up to `max_types` (all of them when None), drawn without replacement by a
+        generator seeded from the batch's dataset indices, so a resumed run and any number of workers draw the same.
+        """
+        present = {span[2] for spans in golds for span in spans}
+        pool = sorted(set().union(*(s for s in record_labels if s is not None)) - present)
+        room = len(pool) if self.max_types is None else max(0, self.max_types - len(present))
+        if room < len(pool):
+            key = hashlib.sha256(f"{self.seed}:{','.join(map(str, indices))}".encode()).digest()
+            pool = random.Random(key).sample(pool, room)
+        return sorted(present | set(pool))
+
+    @staticmethod
+    def type_mask(labels: list[str], row_label_sets: list[frozenset[str] | None]) -> torch.Tensor:
+        """type_mask [N, C]: True where the row's record was annotated for the type (always without a label set)."""
+        mask = torch.ones(len(row_label_sets), len(labels), dtype=torch.bool)  # [N, C]
+        for n, allowed in enumerate(row_label_sets):
+            if allowed is not None:
+                mask[n] = torch.tensor([label in allowed for label in labels], dtype=torch.bool)
+        return mask
+
     def __call__(self, items: list[tuple[int, dict]]) -> dict:
         indices = [i for i, _ in items]
         records = [r for _, r in items]
         rows = self._rows(records)
         num_rows, length = rows.input_ids.shape
         golds = [gold_spans(r, self.annotation_format) for r in records]
-        labels = self.label_set if self.label_set is not None else sorted({g[2] for spans in golds for g in spans})
+        record_labels = self.record_label_sets(records)
+        labels = self.label_set if self.label_set is not None else self.batch_types(indices, golds, record_labels)
         type_index = {label: c for c, label in enumerate(labels)}
         num_types, width = len(labels), self.max_span_length
 
@@ -353,7 +410,7 @@ class InBatchDataCollator:
             "attention_mask": rows.attention_mask,
             "start_mask": rows.start_mask,
             "end_mask": rows.end_mask,
-            "type_mask": torch.ones(num_rows, num_types, dtype=torch.bool),
+            "type_mask": self.type_mask(labels, [record_labels[b] for b in rows.window_example]),
             "start_labels": start_labels,
             "end_labels": end_labels,
             "span_labels": span_labels,

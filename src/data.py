@@ -9,13 +9,13 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
 from .conll import convert_conll_file, make_record, token_char_offsets
 
-RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans")
+RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans", "labels")
 SPAN_FIELDS = ("start", "end", "label")
 SPLITS = ("train", "validation", "test")
 DEMO_DATASETS = {
@@ -90,6 +90,20 @@ def _check_tokens_and_text(record: dict) -> tuple[list[str], str]:
     return tokens, text
 
 
+def _parse_label_list(value: object) -> list[str]:
+    """Check a record's `labels` (the types it was annotated for exhaustively): unique non-empty strings."""
+    if not isinstance(value, list):
+        raise ValueError(f"field 'labels' must be an array of type names, got {_json_type(value)}")
+    seen: set[str] = set()
+    for k, label in enumerate(value):
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"labels[{k}] must be a non-empty string, got {label!r}")
+        if label in seen:
+            raise ValueError(f"labels[{k}] repeats {label!r}")
+        seen.add(label)
+    return list(value)
+
+
 def _validate_record(record: object, default_id: str) -> dict:
     """Validate one parsed JSON value and return the normalised record; raise ValueError saying what is wrong."""
     if not isinstance(record, dict):
@@ -145,20 +159,25 @@ def _validate_record(record: object, default_id: str) -> dict:
             name = "token_spans" if token_spans is not None else "char_spans"
             raise ValueError(f"{name}[{k}] repeats {name}[{first_seen[span]}] (same start, end and label)")
         first_seen[span] = k
-    return make_record(record_id, tokens, spans)
+    normalised = make_record(record_id, tokens, spans)
+    if "labels" in record:
+        labels = _parse_label_list(record["labels"])
+        missing = next(((k, span[2]) for k, span in enumerate(spans) if span[2] not in labels), None)
+        if missing is not None:
+            name = "token_spans" if token_spans is not None else "char_spans"
+            raise ValueError(f"{name}[{missing[0]}] label {missing[1]!r} is not in the record's 'labels' {labels}")
+        normalised["labels"] = labels
+    return normalised
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read and validate a JSONL file; every problem raises DataValidationError naming the file and 1-based line.
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """Stream a JSONL file's records, validated one line at a time (see `read_jsonl`); memory stays flat.
 
-    Each record is returned normalised with all five fields: a missing `id` becomes the 0-based line index, an
-    integer id becomes a string, and a record giving only `token_spans` or only `char_spans` gets the other derived.
-    Blank lines are allowed only at the end of the file; a UTF-8 byte-order mark at its start is ignored.
+    Raises DataValidationError naming the file and 1-based line at the first problem, including an empty file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such JSONL file")
-    records: list[dict] = []
     line_of_id: dict[str, int] = {}
     first_blank = None
     with path.open("rb") as handle:
@@ -184,10 +203,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
             if record_id in line_of_id:
                 raise DataValidationError(path, number, f"id {record_id!r} also on line {line_of_id[record_id]}")
             line_of_id[record_id] = number
-            records.append(record)
-    if not records:
+            yield record
+    if not line_of_id:
         raise DataValidationError(path, 0, "empty file: no records")
-    return records
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read and validate a JSONL file; every problem raises DataValidationError naming the file and 1-based line.
+
+    Each record is returned normalised: a missing `id` becomes the 0-based line index, an integer id becomes a
+    string, and a record giving only `token_spans` or only `char_spans` gets the other derived. An optional
+    `labels` list (the types the record was annotated for) is kept and must hold every gold label. Blank lines are
+    allowed only at the end of the file; a UTF-8 byte-order mark at its start is ignored.
+    """
+    return list(iter_jsonl(path))
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping]) -> None:

@@ -294,3 +294,58 @@ def search_thresholds(
         per_type_curves[label] = points
     search.per_type_thresholds, search.f1, search.per_type_curves = chosen, best_f1, per_type_curves
     return search
+
+
+def evaluate_sets(
+    model: SpanModel,
+    sets: Sequence[tuple[str, list[dict], InBatchDataCollator]],
+    *,
+    annotation_format: str,
+    batch_size: int,
+    threshold: float | list[float],
+    flat_ner: bool,
+    accelerator=None,
+) -> dict:
+    """Score several corpora, each with its own collator (label set): pooled metrics plus one entry per corpus.
+
+    The top level holds the metrics of all sentences pooled (each predicted over its own corpus's types),
+    `mean_corpus_f1` the unweighted mean of the corpora's micro F1, and `corpora` each corpus's full metrics.
+    """
+    per_corpus, all_records, all_predictions = {}, [], []
+    loss_sum, loss_count = 0.0, 0
+    for name, records, collator in sets:
+        metrics, result = evaluate_records(
+            model, records, collator, batch_size=batch_size, threshold=threshold, flat_ner=flat_ner,
+            accelerator=accelerator,
+        )
+        per_corpus[name] = metrics
+        all_records += records
+        all_predictions += result.predictions
+        if result.loss is not None:
+            loss_sum, loss_count = loss_sum + result.loss * len(records), loss_count + len(records)
+    pooled = score_predictions(all_records, all_predictions, annotation_format=annotation_format)
+    pooled["loss"] = loss_sum / loss_count if loss_count else None
+    pooled["mean_corpus_f1"] = sum(m["f1"] for m in per_corpus.values()) / len(per_corpus)
+    pooled["corpora"] = per_corpus
+    return pooled
+
+
+def search_threshold_over_sets(
+    sets: Sequence[tuple[list[dict], CandidateResult]],
+    *,
+    annotation_format: str,
+    flat_ner: bool,
+    grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+) -> ThresholdSearch:
+    """The global threshold that maximises the mean micro F1 over several corpora (each with its own candidates).
+
+    With one corpus this is `search_thresholds`' global choice. Ties keep the value closest to 0.5, then the lower.
+    Each point of the curve holds the mean F1 and, under `corpora`, every corpus's F1 in order.
+    """
+    curve = []
+    for value in sorted(grid):
+        scores = [_micro(records, select_spans(result, threshold=value, flat_ner=flat_ner), annotation_format)["f1"]
+                  for records, result in sets]
+        curve.append({"threshold": value, "f1": sum(scores) / len(scores), "corpora": scores})
+    best = max(curve, key=lambda point: (point["f1"], -abs(point["threshold"] - 0.5), -point["threshold"]))
+    return ThresholdSearch(best["threshold"], None, best["f1"], curve)

@@ -143,3 +143,21 @@ def format_metrics(metrics: dict) -> str:
             f"  {scores['support']:>6}  {scores['num_predicted']:>6}"
         )
     return "\n".join(lines)
+
+
+def format_corpus_metrics(metrics: dict) -> str:
+    """Pooled summary, then one line per corpus (micro P/R/F1, gold, predicted), for a mixture's evaluation."""
+    corpora = metrics["corpora"]
+    width = max([len("corpus"), *map(len, corpora)])
+    lines = [
+        f"pooled micro P {metrics['precision']:.4f} R {metrics['recall']:.4f} F1 {metrics['f1']:.4f} | mean corpus "
+        f"F1 {metrics['mean_corpus_f1']:.4f} | {metrics['num_examples']} examples, {metrics['num_gold_entities']} "
+        f"gold, {metrics['num_predicted_entities']} predicted, {metrics['true_positives']} correct",
+        f"{'corpus':<{width}}  {'P':>6}  {'R':>6}  {'F1':>6}  {'gold':>6}  {'pred':>6}",
+    ]
+    for name, scores in corpora.items():
+        lines.append(
+            f"{name:<{width}}  {scores['precision']:6.4f}  {scores['recall']:6.4f}  {scores['f1']:6.4f}"
+            f"  {scores['num_gold_entities']:>6}  {scores['num_predicted_entities']:>6}"
+        )
+    return "\n".join(lines)

@@ -41,10 +41,21 @@ from .checkpoints import (
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
 from .config import SpanModelConfig
 from .data import label_set, load_splits
-from .evaluation import evaluate_records
+from .evaluation import (
+    DEFAULT_THRESHOLD_GRID,
+    collect_record_candidates,
+    evaluate_records,
+    evaluate_sets,
+    search_threshold_over_sets,
+)
+from .inference import InferenceConfig, save_inference_config
 from .logger import setup_logging
-from .metrics import format_metrics
+from .metrics import format_corpus_metrics, format_metrics
+from .mixture import load_mixture
 from .model import SpanModel
+from .sources import merged_type_descriptions, parse_sources
+
+TRAIN_AUDIT_PER_CORPUS = 500  # mixtures: training sentences per corpus checked for unrepresentable gold at start-up
 
 
 def check_trackers(report_to: list[str]) -> None:
@@ -137,24 +148,70 @@ class SpanTrainer:
         self.log_history: list[dict] = []
         self.resume_path: Path | None = None
         self.resume_state: dict | None = None
+        self.calibrated_threshold: float | None = None
+        self._scoring_source: str | None = None
 
     # ----------------------------------------------------------------- setup
     def _load_data(self) -> None:
-        d = self.data_args
-        self.splits = load_splits(
-            dataset_name=d.dataset_name, train_file=d.train_file, validation_file=d.validation_file,
-            test_file=d.test_file,
-        )
-        a = self.args
+        """Read the data: a single corpus (dataset_name or *_file keys) or a mixture (`datasets`).
+
+        Either way the trainer then sees `train_data` (a map-style dataset of (index, record)) and `eval_sets`:
+        per split a list of (corpus name, records, label set); a single corpus is one set named "".
+        """
+        d, a = self.data_args, self.args
+        self.mixture = None
+        if d.datasets is not None:
+            sources = parse_sources(d.datasets)
+            with self.accelerator.main_process_first():  # the main process converts, the others read its cache
+                self.mixture = load_mixture(
+                    sources, temperature=d.sampling_temperature, seed=a.seed, max_eval_examples=d.max_eval_examples,
+                    cache_dir=d.data_cache_dir,
+                )
+            self.train_data = self.mixture.train
+            self.eval_sets = {split: self.mixture.eval_sets(split) for split in ("validation", "test")}
+            self.all_labels = sorted({label for c in self.mixture.corpora for label in c.labels})
+            self._merge_type_descriptions(merged_type_descriptions(sources))
+        else:
+            splits = load_splits(
+                dataset_name=d.dataset_name, train_file=d.train_file, validation_file=d.validation_file,
+                test_file=d.test_file,
+            )
+            # Evaluation scores every type of every split, so a type unseen in training is still asked for.
+            self.all_labels = sorted({lab for recs in splits.values() for lab in label_set(recs)})
+            self.train_data = IndexedRecords(splits["train"]) if splits.get("train") else None
+            self.eval_sets = {split: [("", splits[split], self.all_labels)] for split in ("validation", "test")
+                              if splits.get(split)}
+            self.splits = splits
+        key = "datasets" if d.datasets is not None else "dataset_name" if d.dataset_name else None
         needed = {"train": a.do_train, "validation": a.do_train and a.do_eval, "test": a.do_predict}
         for split, wanted in needed.items():
-            if wanted and not self.splits.get(split):
+            present = self.train_data is not None if split == "train" else bool(self.eval_sets.get(split))
+            if wanted and not present:
                 raise ConfigError(
-                    f"no {split} data: set '{'dataset_name' if d.dataset_name else split + '_file'}' or turn off "
+                    f"no {split} data: set '{key or split + '_file'}' or turn off "
                     f"'{'do_predict' if split == 'test' else 'do_eval' if split == 'validation' else 'do_train'}'"
                 )
-        # Evaluation scores every type of every split, so a type unseen in training is still asked for.
-        self.all_labels = sorted({lab for recs in self.splits.values() for lab in label_set(recs)})
+        if a.calibrate_threshold and not self.eval_sets.get("validation"):
+            raise ConfigError("'calibrate_threshold' needs validation data")
+        if a.metric_for_best_model == "mean_corpus_f1" and d.datasets is None:
+            raise ConfigError("'metric_for_best_model' 'mean_corpus_f1' needs a mixture ('datasets')")
+
+    def _merge_type_descriptions(self, descriptions: dict[str, str]) -> None:
+        """Add the corpora's type descriptions to the model config (saved with the model); conflicts are errors."""
+        current = dict(self.model_config.type_descriptions)
+        for label, text in descriptions.items():
+            if current.get(label, text) != text:
+                raise ConfigError(f"type_descriptions[{label!r}] is {current[label]!r} in the config but {text!r} in "
+                                  "a 'datasets' entry")
+            current[label] = text
+        self.model_config.type_descriptions = current
+
+    def collator_for(self, labels: list[str]) -> InBatchDataCollator:
+        """An evaluation collator scoring exactly `labels`."""
+        if labels == self.all_labels:
+            return self.eval_collator
+        return InBatchDataCollator(self.model.token_tokenizer, self.model.type_tokenizer, label_set=labels,
+                                   **self.collator_settings)
 
     def _build_model(self) -> None:
         if self.resume_path is not None:
@@ -169,7 +226,11 @@ class SpanTrainer:
             max_span_length=self.model_config.max_span_length, max_type_length=d.max_type_length,
             type_descriptions=self.model_config.type_descriptions,
         )
-        self.train_collator = InBatchDataCollator(m.token_tokenizer, m.type_tokenizer, **common)
+        self.collator_settings = common
+        self.train_collator = InBatchDataCollator(
+            m.token_tokenizer, m.type_tokenizer, label_sets=d.label_sets, max_types=d.max_types, seed=self.args.seed,
+            **common,
+        )
         self.eval_collator = InBatchDataCollator(
             m.token_tokenizer, m.type_tokenizer, label_set=self.all_labels, **common
         )
@@ -179,9 +240,17 @@ class SpanTrainer:
         acc = self.accelerator
         log.info(f"Run '{a.run_name}' -> {self.output_dir.resolve()}")
         log.info(f"Device: {acc.device} | processes: {acc.num_processes} | mixed precision: {a.mixed_precision}")
-        for split, records in self.splits.items():
-            n_ent = sum(len(gold_spans(r, self.data_args.annotation_format)) for r in records)
-            log.info(f"Dataset {split}: {len(records)} examples, {n_ent} entities, labels {label_set(records)}")
+        if self.mixture is None:
+            for split, records in self.splits.items():
+                n_ent = sum(len(gold_spans(r, self.data_args.annotation_format)) for r in records)
+                log.info(f"Dataset {split}: {len(records)} examples, {n_ent} entities, labels {label_set(records)}")
+        else:
+            d = self.data_args
+            log.info(f"Training mixture of {len(self.mixture.corpora)} corpora, {len(self.all_labels)} types, "
+                     f"{len(self.train_data or [])} draws per epoch (sampling temperature {d.sampling_temperature}); "
+                     f"label sets: {d.label_sets}, at most {d.max_types} types per batch")
+            for line in self.mixture.summary():
+                log.info(line)
         total = sum(p.numel() for p in self.model.parameters())
         trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         head = sum(p.numel() for p in self.model.span_head.parameters())
@@ -195,16 +264,31 @@ class SpanTrainer:
             f"Effective batch size: {eff} ({a.per_device_train_batch_size} per device x {acc.num_processes} "
             f"processes x {a.gradient_accumulation_steps} accumulation steps)"
         )
-        for split, records in self.splits.items():
-            # Evaluation runs over overlapping windows, so long sentences lose nothing there; training truncates.
-            collator = self.train_collator if split == "train" else self.eval_collator.with_windows()
+        for split, name, records, collator in self._audit_sets():
             counts = collator.audit(records)
             lost = {k: v for k, v in counts.items() if k != "entities"}
             if lost:
+                where = f"Dataset {split}" + (f" ({name})" if name else "")
+                sample = " (a sample)" if split == "train" and self.mixture is not None else ""
                 log.warning(
-                    f"Dataset {split}: {sum(lost.values())} of {counts['entities']} gold entities cannot be "
+                    f"{where}{sample}: {sum(lost.values())} of {counts['entities']} gold entities cannot be "
                     f"represented ({dict(lost)}); they stay in the gold set and count as misses"
                 )
+
+    def _audit_sets(self):
+        """(split, corpus, records, collator) to check at start-up; a mixture's training corpora by a sample."""
+        # Evaluation runs over overlapping windows, so long sentences lose nothing there; training truncates.
+        if self.mixture is None:
+            if self.train_data is not None:
+                yield "train", "", self.train_data.records, self.train_collator
+        else:
+            for corpus in self.mixture.corpora:
+                if corpus.train is not None and len(corpus.train_rows):
+                    rows = corpus.train_rows[:TRAIN_AUDIT_PER_CORPUS].tolist()
+                    yield "train", corpus.source.name, corpus.train.select(rows).to_list(), self.train_collator
+        for split, sets in self.eval_sets.items():
+            for name, records, labels in sets:
+                yield split, name, records, self.collator_for(labels).with_windows()
 
     # ------------------------------------------------------------- main entry
     def run(self) -> dict:
@@ -235,6 +319,8 @@ class SpanTrainer:
         self._log_setup()
         if a.do_train:
             self.train()
+        if a.calibrate_threshold:
+            self.calibrate()
         results = self.test() if a.do_predict else {}
         if a.report_to:
             acc.end_training()
@@ -268,7 +354,7 @@ class SpanTrainer:
         )
         # The scheduler is stepped by hand once per update: Accelerate's wrapper would step it once per process.
         acc.register_for_checkpointing(scheduler)
-        loader = build_train_loader(IndexedRecords(self.splits["train"]), collate_fn=self.train_collator, args=a)
+        loader = build_train_loader(self.train_data, collate_fn=self.train_collator, args=a)
         self.model, optimizer, loader = acc.prepare(self.model, optimizer, loader)
         # Model weights live in the checkpoint's save_pretrained layout; training_state/ holds only the rest.
         acc.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
@@ -351,14 +437,25 @@ class SpanTrainer:
         if self.args.report_to:
             self.accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=self.global_step)
 
-    def evaluate(self, split: str) -> dict:
-        """Metrics of the current model on a split (all processes take part; every example scored once)."""
+    def evaluate(self, split: str, threshold: float | None = None) -> dict:
+        """Metrics of the current model on a split (all processes take part; every example scored once).
+
+        A mixture's split is scored corpus by corpus, each with its own label set; the top-level figures then pool
+        every corpus's sentences, `mean_corpus_f1` averages the corpora's micro F1 and `corpora` holds each one.
+        """
         model = self.accelerator.unwrap_model(self.model)
-        metrics, _ = evaluate_records(
-            model, self.splits[split], self.eval_collator, batch_size=self.args.per_device_eval_batch_size,
-            threshold=self.args.threshold, flat_ner=self.args.flat_ner, accelerator=self.accelerator,
-        )
-        return metrics
+        sets = [(name, records, self.collator_for(labels)) for name, records, labels in self.eval_sets[split]]
+        threshold = self.args.threshold if threshold is None else threshold
+        common = dict(batch_size=self.args.per_device_eval_batch_size, threshold=threshold,
+                      flat_ner=self.args.flat_ner, accelerator=self.accelerator)
+        if self.mixture is None:
+            metrics, _ = evaluate_records(model, sets[0][1], sets[0][2], **common)
+            return metrics
+        return evaluate_sets(model, sets, annotation_format=self.data_args.annotation_format, **common)
+
+    def _log_eval(self, title: str, metrics: dict) -> None:
+        formatted = format_corpus_metrics(metrics) if "corpora" in metrics else format_metrics(metrics)
+        self.logger.info(f"{title}: " + formatted)
 
     def _checkpoint(self) -> None:
         """Evaluate (with do_eval), save checkpoint-<step>/, refresh best/ when the metric improved, rotate."""
@@ -381,9 +478,11 @@ class SpanTrainer:
     def _evaluate_validation(self) -> dict:
         a = self.args
         metrics = self.evaluate("validation")
-        self.logger.info(f"Evaluation at step {self.global_step}: " + format_metrics(metrics))
-        self.log_history.append({"step": self.global_step, **{f"eval_{k}": v for k, v in metrics.items()
-                                                              if not isinstance(v, dict)}})
+        self._log_eval(f"Evaluation at step {self.global_step}", metrics)
+        entry = {"step": self.global_step, **{f"eval_{k}": v for k, v in metrics.items() if not isinstance(v, dict)}}
+        for name, corpus in metrics.get("corpora", {}).items():
+            entry[f"eval_corpus_f1/{name}"] = corpus["f1"]
+        self.log_history.append(entry)
         if a.report_to:
             self.accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
                                  step=self.global_step)
@@ -429,21 +528,59 @@ class SpanTrainer:
         self.logger.info(f"Final model saved to {self.output_dir / 'final'}")
 
     # ------------------------------------------------------------- test
-    def test(self) -> dict:
-        """Score the test split with best/ (or the current model without one) and write test_results.json."""
+    def _scoring_model(self) -> str:
+        """Make self.model the model to score after training (best/ when there is one); returns its name."""
         best = self.output_dir / "best"
         if best.is_dir():
-            source = "best"
-        else:
-            source = "final" if self.args.do_train else self.resume_path.name if self.resume_path else "untrained"
-        if source == "best":
-            self.model = SpanModel.from_pretrained(best).to(self.accelerator.device)
-        self.logger.info(f"Scoring the test set with the {source} model...")
-        metrics = self.evaluate("test")
-        self.logger.info("Test results: " + format_metrics(metrics))
+            if self._scoring_source != "best":
+                self.model = SpanModel.from_pretrained(best).to(self.accelerator.device)
+            self._scoring_source = "best"
+        elif self._scoring_source is None:
+            self._scoring_source = (
+                "final" if self.args.do_train else self.resume_path.name if self.resume_path else "untrained"
+            )
+        return self._scoring_source
+
+    def calibrate(self) -> None:
+        """Choose the decision threshold on the validation data only and save it with the model (inference.json).
+
+        The criterion is the one that picks best/: mean corpus F1 for a mixture, micro F1 for one corpus. Test
+        data, and any corpus the mixture does not hold, play no part, so a zero-shot user gets an honest default.
+        """
+        source = self._scoring_model()
+        model = self.accelerator.unwrap_model(self.model)
+        self.logger.info(f"Calibrating the decision threshold of the {source} model on the validation data...")
+        results = [
+            (records, collect_record_candidates(
+                model, records, self.collator_for(labels), batch_size=self.args.per_device_eval_batch_size,
+                min_threshold=min(DEFAULT_THRESHOLD_GRID), accelerator=self.accelerator,
+            ))
+            for _name, records, labels in self.eval_sets["validation"]
+        ]
+        search = search_threshold_over_sets(
+            results, annotation_format=self.data_args.annotation_format, flat_ner=self.args.flat_ner
+        )
+        self.calibrated_threshold = search.threshold
+        curve = ", ".join(f"{p['threshold']:.2f}: {p['f1']:.4f}" for p in search.curve)
+        self.logger.info(f"Calibrated threshold {search.threshold:.2f} (validation "
+                         f"{'mean corpus F1' if self.mixture else 'micro F1'} {search.f1:.4f}; curve {curve})")
+        folder = self.output_dir / source
+        if self.is_main and folder.is_dir():
+            save_inference_config(folder, InferenceConfig(threshold=search.threshold, flat_ner=self.args.flat_ner))
+            self.logger.info(f"Saved it to {folder / 'inference.json'}")
+
+    # ------------------------------------------------------------- test
+    def test(self) -> dict:
+        """Score the test split with best/ (or the current model without one) and write test_results.json."""
+        source = self._scoring_model()
+        threshold = self.calibrated_threshold if self.calibrated_threshold is not None else self.args.threshold
+        self.logger.info(f"Scoring the test set with the {source} model (threshold {threshold})...")
+        metrics = self.evaluate("test", threshold=threshold)
+        self._log_eval("Test results", metrics)
         results = {
             "test_metrics": metrics,
             "model": source,
+            "threshold": threshold,
             "best_step": self.best_step,
             "final_step": self.global_step,
             "config": self.config_dict,

@@ -119,7 +119,7 @@ def test_save_total_limit_1_keeps_best_source_and_newest(tmp_path, tiny_backbone
     scripted_f1 = {2: 0.5, 4: 0.2, 6: 0.3}  # best at step 2, then two worse evaluations
     real_evaluate, real_checkpoint, kept = SpanTrainer.evaluate, SpanTrainer._checkpoint, {}
 
-    def evaluate(self, split):
+    def evaluate(self, split, threshold=None):
         metrics = real_evaluate(self, split)
         if split == "validation":
             metrics["f1"] = scripted_f1[self.global_step]
@@ -144,7 +144,7 @@ def test_best_model_follows_the_metric_direction(tmp_path, tiny_backbone, monkey
     scripted = {2: 0.5, 4: 0.2, 6: 0.7}  # lowest at step 4, highest at step 6
     real_evaluate = SpanTrainer.evaluate
 
-    def evaluate(self, split):
+    def evaluate(self, split, threshold=None):
         metrics = real_evaluate(self, split)
         if split == "validation":
             metrics[metric] = scripted[self.global_step]
