@@ -16,6 +16,7 @@ from src.metrics import compute_metrics
 
 from .conftest import REPO_ROOT, make_record, tiny_records, write_jsonl
 from .test_evaluate import RESULT_KEYS
+from .test_suite import EXPECTED_TABLE, check_expected, spot_paris, write_two_dataset_suite
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import evaluate_gliner  # noqa: E402
@@ -170,3 +171,46 @@ def test_from_gliner_replaces_whitespace_in_words_and_applies_the_label_map(tmp_
     [record] = read_jsonl(out)
     assert record["tokens"] == ["New\u00b7York", "is", "big"] and record["token_spans"][0]["label"] == "city"
     assert "format: gliner  duplicate spans dropped: 0  whitespace tokens replaced: 1" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------- --suite
+
+
+def test_suite_scores_gliner_on_the_same_gold_with_the_same_code(gliner_dir, tmp_path, monkeypatch, capsys):
+    suite = write_two_dataset_suite(tmp_path)
+    monkeypatch.setattr(evaluate_gliner, "predict_gliner",
+                        lambda model, records, labels, **kwargs: (spot_paris(records, labels), {"label_groups": 1}))
+    out = tmp_path / "stub.json"
+    assert evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--output", str(out)]) == 0
+    assert EXPECTED_TABLE in capsys.readouterr().out  # the numbers evaluate.py --suite gives for these predictions
+    results = json.loads(out.read_text())
+    check_expected(results)
+    assert results["tool"] == "scripts/evaluate_gliner.py" and results["settings"]["splits"]["news"] == {
+        "label_groups": 1}
+
+
+def test_suite_runs_the_tiny_gliner_and_scores_what_it_predicted(gliner_dir, tmp_path, monkeypatch, capsys):
+    suite = write_two_dataset_suite(tmp_path)
+    seen, real = [], evaluate_gliner.predict_gliner
+
+    def recording(model, records, labels, **kwargs):
+        predictions, splits = real(model, records, labels, **kwargs)
+        seen.append((records, predictions))
+        return predictions, splits
+
+    monkeypatch.setattr(evaluate_gliner, "predict_gliner", recording)
+    out = tmp_path / "results.json"
+    assert evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--threshold", "0.3", "--output",
+                                 str(out)]) == 0
+    assert "average: unweighted mean over the 2 datasets" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert sum(len(spans) for _, predictions in seen for spans in predictions) > 0, "should involve predictions"
+    for name, (records, predictions) in zip(("news", "bench"), seen, strict=True):
+        gold = [[(s["start"], s["end"], s["label"]) for s in r["token_spans"]] for r in records]
+        expected = compute_metrics(gold, [[span[:3] for span in spans] for spans in predictions])
+        for key in ("precision", "recall", "f1", "per_type", "num_gold_entities", "num_predicted_entities"):
+            assert results["datasets"][name][key] == expected[key], (name, key)
+    assert [entry["num_gold_entities"] for entry in results["datasets"].values()] == [3, 5]
+    with pytest.raises(SystemExit) as caught:
+        evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--data", "x.jsonl"])
+    assert caught.value.code == 2
