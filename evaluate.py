@@ -1,12 +1,14 @@
-"""Score a trained span model on a JSONL file with the training metrics, and tune its decoding threshold.
+"""Score a trained span model on a JSONL file with the training metrics, tune its decoding threshold, or score it
+zero-shot on a suite of datasets (each with its own format and label set).
 
     python evaluate.py outputs/run/best --data test.jsonl --output results.json
     python evaluate.py outputs/run/best --tune-threshold valid.jsonl --per-type --save-threshold --data test.jsonl
+    python evaluate.py outputs/run/best --suite configs/zero_shot_suite.json --output zero_shot.json
 
 Settings not given on the command line come from the model folder's inference.json (threshold, flat_ner), then
 from the training run's config.json one folder up (annotation_format, max_seq_length, batch size, threshold,
 flat_ner), then from the defaults, so a model saved by training scores exactly what its test_results.json says.
-The scoring is src/evaluation.py, the same code the trainer runs; see docs/inference.md.
+The scoring is src/evaluation.py, the same code the trainer runs; suites are src/suite.py; see docs/inference.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
     parser.add_argument("--data", type=Path, help="JSONL file to score")
+    parser.add_argument("--suite", type=Path, metavar="SUITE.json",
+                        help="score every dataset of a zero-shot suite (see docs/inference.md); excludes --data")
     parser.add_argument("--annotation-format", choices=("tokens", "text"), help="score token_spans or char_spans")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--threshold", type=float, help="one probability threshold for every type")
@@ -108,32 +112,83 @@ def format_search(search) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Tune (optionally) and score; returns the results written to --output."""
-    from dataclasses import asdict
-
+def load_model(args: argparse.Namespace):
+    """The saved span model, on --device (auto: cuda when available)."""
     import torch
 
-    from src.collator import InBatchDataCollator
-    from src.data import read_jsonl
-    from src.evaluation import evaluate_records, type_thresholds
-    from src.inference import InferenceConfig, save_inference_config
-    from src.metrics import format_metrics
     from src.model import SpanModel
 
-    resolved = resolve_settings(args)
-    values = resolved["values"]
-    data = read_jsonl(args.data) if args.data else None
-    validation = read_jsonl(args.tune_threshold) if args.tune_threshold else None
-    labels = labels_of([r for r in (data, validation) if r is not None], args.labels)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = SpanModel.from_pretrained(args.model_dir).to(device)
-    collator = InBatchDataCollator(
+    return SpanModel.from_pretrained(args.model_dir).to(device)
+
+
+def make_collator(model, values: dict, labels: list[str]):
+    """The evaluation collator for a fixed label set, with the resolved settings."""
+    from src.collator import InBatchDataCollator
+
+    return InBatchDataCollator(
         model.token_tokenizer, model.type_tokenizer, annotation_format=values["annotation_format"],
         max_seq_length=values["max_seq_length"], max_span_length=model.config.max_span_length,
         max_type_length=values["max_type_length"], type_descriptions=model.config.type_descriptions,
         label_set=labels,
     )
+
+
+def decision_rule(values: dict) -> dict:
+    """The decoding settings a results file records."""
+    return {"threshold": values["threshold"], "per_type_thresholds": values["per_type_thresholds"],
+            "flat_ner": values["flat_ner"], "annotation_format": values["annotation_format"],
+            "settings": {k: values[k] for k in ("max_seq_length", "max_type_length", "batch_size")}}
+
+
+def run_suite(args: argparse.Namespace) -> dict:
+    """Score the model on every dataset of --suite with its default decision rule; prints the table."""
+    from src.evaluation import make_eval_loader, run_inference, type_thresholds
+    from src.suite import format_suite_table, load_suite, load_suite_dataset, score_suite_dataset, suite_results
+
+    resolved = resolve_settings(args)
+    values = resolved["values"]
+    datasets = load_suite(args.suite)
+    loaded = [(dataset, *load_suite_dataset(dataset)) for dataset in datasets]  # bad files fail before the model
+    model = load_model(args)
+    for key, value in values.items():
+        print(f"{key}: {value} ({resolved['sources'][key]})", file=sys.stderr)
+    per_dataset = {}
+    for dataset, records, labels in loaded:
+        collator = make_collator(model, values, labels).with_windows()
+        loader = make_eval_loader(records, collator, values["batch_size"])
+        result = run_inference(
+            model, loader, num_examples=len(records), flat_ner=values["flat_ner"], compute_loss=False,
+            threshold=type_thresholds(labels, values["threshold"], values["per_type_thresholds"]),
+            window_batch_size=values["batch_size"],
+        )
+        per_dataset[dataset.name] = score_suite_dataset(dataset, records, labels, result.predictions,
+                                                        annotation_format=values["annotation_format"])
+        print(f"scored {dataset.name}", file=sys.stderr)
+    results = {"tool": TOOL_NAME, "model": str(args.model_dir), "suite": str(args.suite), **decision_rule(values),
+               **suite_results(per_dataset)}
+    print(format_suite_table(results))
+    return results
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Tune (optionally) and score; returns the results written to --output."""
+    from dataclasses import asdict
+
+    from src.data import read_jsonl
+    from src.evaluation import evaluate_records, type_thresholds
+    from src.inference import InferenceConfig, save_inference_config
+    from src.metrics import format_metrics
+
+    if args.suite is not None:
+        return run_suite(args)
+    resolved = resolve_settings(args)
+    values = resolved["values"]
+    data = read_jsonl(args.data) if args.data else None
+    validation = read_jsonl(args.tune_threshold) if args.tune_threshold else None
+    labels = labels_of([r for r in (data, validation) if r is not None], args.labels)
+    model = load_model(args)
+    collator = make_collator(model, values, labels)
     for key, value in values.items():
         print(f"{key}: {value} ({resolved['sources'][key]})", file=sys.stderr)
     results: dict = {"tool": TOOL_NAME, "model": str(args.model_dir), "labels": labels}
@@ -145,9 +200,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.save_threshold:
             config = InferenceConfig(search.threshold, search.per_type_thresholds, values["flat_ner"])
             print(f"saved {save_inference_config(args.model_dir, config)}", file=sys.stderr)
-    results.update(threshold=values["threshold"], per_type_thresholds=values["per_type_thresholds"],
-                   flat_ner=values["flat_ner"], annotation_format=values["annotation_format"],
-                   settings={k: values[k] for k in ("max_seq_length", "max_type_length", "batch_size")})
+    results.update(decision_rule(values))
     if data is not None:
         thresholds = type_thresholds(labels, values["threshold"], values["per_type_thresholds"])
         metrics, _ = evaluate_records(model, data, collator, batch_size=values["batch_size"], threshold=thresholds,
@@ -161,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run evaluate.py; 0 on success, 1 on bad files or model folder, 2 on bad usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.data is None and args.tune_threshold is None:
-        parser.error("give --data (and/or --tune-threshold)")
+    if args.suite is not None and (args.data or args.tune_threshold or args.labels):
+        parser.error("--suite excludes --data, --tune-threshold and --labels (each dataset has its own labels)")
+    if args.data is None and args.tune_threshold is None and args.suite is None:
+        parser.error("give --data (and/or --tune-threshold), or --suite")
     if (args.per_type or args.save_threshold) and args.tune_threshold is None:
         parser.error("--per-type and --save-threshold go with --tune-threshold")
     if args.threshold is not None and (args.tune_threshold is not None or not 0.0 < args.threshold < 1.0):

@@ -2,9 +2,13 @@
 
     python scripts/evaluate_gliner.py urchade/gliner_small-v2.1 --data test.jsonl --output gliner_results.json \
         --label-map '{"PER": "person", "LOC": "location", "ORG": "organization", "MISC": "miscellaneous"}'
+    python scripts/evaluate_gliner.py urchade/gliner_small-v2.1 --suite configs/zero_shot_suite.json
+
+With --suite every dataset of the suite is read, labelled and scored exactly as `evaluate.py --suite` does
+(src/suite.py), and the same table and results layout are written.
 
 Writes the same JSON schema as evaluate.py (tool, model, labels, threshold, flat_ner, annotation_format, settings,
-data, metrics), scored by src/evaluation.score_predictions. Traps of gliner 0.2.29 that this script avoids:
+data, metrics), scored by src/scoring.score_predictions. Traps of gliner 0.2.29 that this script avoids:
 - its default word splitter cuts "U.S." into four words: the records' own `tokens` are fed instead, so predicted
   boundaries are the gold's words;
 - `GLiNER.evaluate()` decodes nested spans, `inference()` flat ones: flat is chosen here explicitly (--nested);
@@ -161,8 +165,8 @@ def to_annotation_units(records: list[dict], predictions: list[list[Span]], anno
 
 
 def score(records: list[dict], predictions: list[list[Span]], annotation_format: str) -> dict:
-    """The project's metrics (src/evaluation.score_predictions) of spans given in annotation units."""
-    from src.evaluation import score_predictions
+    """The project's metrics (src/scoring.score_predictions) of spans given in annotation units."""
+    from src.scoring import score_predictions
 
     return score_predictions(records, predictions, annotation_format=annotation_format)
 
@@ -184,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="GLiNER hub id or local folder")
-    parser.add_argument("--data", type=Path, required=True, help="project JSONL file to score")
+    parser.add_argument("--data", type=Path, help="project JSONL file to score")
+    parser.add_argument("--suite", type=Path, metavar="SUITE.json",
+                        help="score every dataset of a zero-shot suite, as evaluate.py --suite; excludes --data")
     parser.add_argument("--annotation-format", choices=("tokens", "text"), default="tokens")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--predictions", type=Path, help="also write the predicted spans as JSONL here")
@@ -198,23 +204,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Predict with GLiNER, score with the project's code, write the results; 1 on bad input."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 0.0 < args.threshold < 1.0:
-        parser.error("--threshold must lie strictly between 0 and 1")
-    from src.data import label_set, read_jsonl, write_jsonl
+def run_suite(args: argparse.Namespace, model, prompts: dict[str, str], loaded: list[tuple]) -> dict:
+    """Predict and score each loaded (dataset, records, labels) as evaluate.py --suite does; prints the table."""
+    from src.suite import format_suite_table, score_suite_dataset, suite_results
+
+    flat_ner = not args.nested
+    per_dataset, splits = {}, {}
+    for dataset, records, labels in loaded:
+        token_predictions, splits[dataset.name] = predict_gliner(
+            model, records, labels, prompts=prompts, threshold=args.threshold, flat_ner=flat_ner,
+            batch_size=args.batch_size, max_group_size=args.max_labels_per_group,
+        )
+        predictions = to_annotation_units(records, token_predictions, args.annotation_format)
+        per_dataset[dataset.name] = score_suite_dataset(dataset, records, labels, predictions,
+                                                        annotation_format=args.annotation_format)
+    results = {
+        "tool": TOOL_NAME, "model": args.model, "suite": str(args.suite), "threshold": args.threshold,
+        "per_type_thresholds": None, "flat_ner": flat_ner, "annotation_format": args.annotation_format,
+        "settings": {"batch_size": args.batch_size, "max_len": model.config.max_len,
+                     "sequence_limit": sequence_limit(model), "splits": splits},
+        **suite_results(per_dataset),
+    }
+    print(format_suite_table(results))
+    return results
+
+
+def run_data(args: argparse.Namespace, model, prompts: dict[str, str], records: list[dict], labels: list[str]) -> dict:
+    """Predict and score one JSONL file; writes --predictions; returns the results."""
+    from src.data import write_jsonl
     from src.metrics import format_metrics
 
-    try:
-        records = read_jsonl(args.data)
-        prompts = parse_prompts(args.label_map)
-        labels = sorted({x.strip() for x in args.labels.split(",") if x.strip()}) if args.labels else label_set(records)
-        model = load_gliner(args.model, args.device)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     flat_ner = not args.nested
     token_predictions, splits = predict_gliner(
         model, records, labels, prompts=prompts, threshold=args.threshold, flat_ner=flat_ner,
@@ -223,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     predictions = to_annotation_units(records, token_predictions, args.annotation_format)
     metrics = score(records, predictions, args.annotation_format)
     print(format_metrics(metrics))
-    results = {
+    if args.predictions:
+        write_jsonl(args.predictions, (
+            {"id": record["id"], "spans": [dict(zip(("start", "end", "label", "score"), span, strict=True))
+                                           for span in spans]}
+            for record, spans in zip(records, predictions, strict=True)
+        ))
+    return {
         "tool": TOOL_NAME, "model": args.model, "labels": labels, "threshold": args.threshold,
         "per_type_thresholds": None, "flat_ner": flat_ner, "annotation_format": args.annotation_format,
         "settings": {"batch_size": args.batch_size, "max_len": model.config.max_len,
@@ -231,12 +256,37 @@ def main(argv: list[str] | None = None) -> int:
                      **splits},
         "data": str(args.data), "metrics": metrics,
     }
-    if args.predictions:
-        write_jsonl(args.predictions, (
-            {"id": record["id"], "spans": [dict(zip(("start", "end", "label", "score"), span, strict=True))
-                                           for span in spans]}
-            for record, spans in zip(records, predictions, strict=True)
-        ))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Predict with GLiNER, score with the project's code, write the results; 1 on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 < args.threshold < 1.0:
+        parser.error("--threshold must lie strictly between 0 and 1")
+    if (args.data is None) == (args.suite is None):
+        parser.error("give exactly one of --data and --suite")
+    if args.suite is not None and (args.labels or args.predictions):
+        parser.error("--suite excludes --labels (each dataset has its own) and --predictions")
+    from src.data import label_set, read_jsonl
+    from src.suite import load_suite, load_suite_dataset
+
+    try:
+        prompts = parse_prompts(args.label_map)
+        if args.suite is not None:  # every dataset is read before the model loads, so bad files fail fast
+            loaded = [(dataset, *load_suite_dataset(dataset)) for dataset in load_suite(args.suite)]
+        else:
+            records = read_jsonl(args.data)
+            labels = sorted({x.strip() for x in args.labels.split(",") if x.strip()}) if args.labels \
+                else label_set(records)
+        model = load_gliner(args.model, args.device)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.suite is not None:
+        results = run_suite(args, model, prompts, loaded)
+    else:
+        results = run_data(args, model, prompts, records, labels)
     if args.output:
         from src.checkpoints import write_json_atomic
 

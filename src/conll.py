@@ -15,6 +15,12 @@ DOCSTART = "-DOCSTART-"
 Span = tuple[int, int, str]  # (start, end, label): token indices, end exclusive
 
 _BOM = "\ufeff"
+# Records join tokens with single spaces, so a token may not contain whitespace. Corpora do have such tokens (BTC's
+# `ke s`, lone-space tokens, U+00A0 inside words): each whitespace run inside a token becomes this one visible
+# character, and the conversion counts the tokens it changed. U+00B7 is not whitespace, is rare in running text and
+# survives every tokenizer as a character of its own.
+WHITESPACE_REPLACEMENT = "\u00b7"
+_WHITESPACE_RUN_RE = re.compile(r"\s+")
 _TAG_RE = re.compile(r"^(?:O|[BIESLU]-\S+)$")
 _BILOU_TO_BIOES = {"L": "E", "U": "S"}
 _ALLOWED_PREFIXES = {"iob1": {"O", "B", "I"}, "iob2": {"O", "B", "I"}, "bioes": {"O", "B", "I", "E", "S"}}
@@ -45,6 +51,7 @@ class ConllDocument:
     sentences: list[ConllSentence] = field(default_factory=list)
     dropped_tokens: int = 0  # tokens that were empty once U+FEFF was stripped
     empty_sentences: int = 0  # sentences left without tokens (only possible through dropped tokens or empty rows)
+    replaced_whitespace_tokens: int = 0  # tokens whose whitespace became WHITESPACE_REPLACEMENT
 
 
 @dataclass
@@ -57,6 +64,16 @@ class ConversionResult:
     dropped_tokens: int = 0
     empty_sentences: int = 0
     source_labels: list[str] = field(default_factory=list)  # labels before the label map, sorted
+    replaced_whitespace_tokens: int = 0  # tokens whose whitespace runs became WHITESPACE_REPLACEMENT
+    duplicate_spans: int = 0  # exact duplicate (start, end, label) spans dropped (span formats, label renames)
+    split_words: int = 0  # benchmark JSON: words cut in two because an entity starts or ends inside them
+
+
+def replace_whitespace(token: str) -> tuple[str, bool]:
+    """`token` with each whitespace run replaced by WHITESPACE_REPLACEMENT, and whether anything was replaced."""
+    if not any(char.isspace() for char in token):
+        return token, False
+    return _WHITESPACE_RUN_RE.sub(WHITESPACE_REPLACEMENT, token), True
 
 
 class _SentenceBuilder:
@@ -81,10 +98,8 @@ class _SentenceBuilder:
             self.document.dropped_tokens += 1
             self.dropped_in_sentence += 1
             return
-        if any(char.isspace() for char in token):
-            raise ConllFormatError(
-                self.document.source, line, f"token {token!r} contains whitespace; tokens are joined by spaces in text"
-            )
+        token, replaced = replace_whitespace(token)
+        self.document.replaced_whitespace_tokens += replaced
         self.tokens.append(token)
         self.tags.append(tag)
         self.lines.append(line)
@@ -97,12 +112,19 @@ class _SentenceBuilder:
         self.tokens, self.tags, self.lines, self.dropped_in_sentence = [], [], [], 0
 
 
-def parse_conll_lines(lines: Iterable[str], source: str = "<string>") -> ConllDocument:
-    """Parse CoNLL lines: `token ... tag` split on tabs if the line has one, else on spaces; the tag is the last column.
+def parse_conll_lines(
+    lines: Iterable[str], source: str = "<string>", *, tag_column: int | None = None
+) -> ConllDocument:
+    """Parse CoNLL lines: `token ... tag` split on tabs if the line has one, else on spaces.
 
-    Blank or whitespace-only lines end a sentence; `-DOCSTART-` lines are skipped and never yield empty sentences.
-    Every token line of a file must have the same number of columns, which catches tokens containing spaces.
+    The token is the first column, the tag the last one, or column `tag_column` (1-based) when given
+    (StackOverflow NER keeps its tag in column 2 of 4). Blank or whitespace-only lines end a sentence; `-DOCSTART-`
+    lines are skipped and never yield empty sentences. Every token line of a file must have the same number of
+    columns. Spaces around a tab-separated token are padding and removed, except in a token that is only spaces,
+    which becomes WHITESPACE_REPLACEMENT like any whitespace inside a token (see `replace_whitespace`).
     """
+    if tag_column is not None and (isinstance(tag_column, bool) or not isinstance(tag_column, int) or tag_column < 2):
+        raise ValueError(f"tag_column must be an integer >= 2 (column 1 holds the token), got {tag_column!r}")
     builder = _SentenceBuilder(source)
     first_columns: tuple[int, int] | None = None  # (line, column count) of the first token line
     for number, raw in enumerate(lines, 1):
@@ -111,8 +133,9 @@ def parse_conll_lines(lines: Iterable[str], source: str = "<string>") -> ConllDo
             builder.end_sentence()
             continue
         if "\t" in line:
-            columns = [column.strip(" ") for column in line.rstrip().split("\t")]
-        else:  # only ASCII spaces separate columns, so a token with e.g. U+00A0 is reported, not split
+            columns = line.rstrip().split("\t")
+            columns = [columns[0].strip(" ") or columns[0]] + [column.strip(" ") for column in columns[1:]]
+        else:  # only ASCII spaces separate columns, so a token with e.g. U+00A0 keeps it (and has it replaced)
             columns = [column for column in line.split(" ") if column]
         if columns[0] == DOCSTART:
             builder.end_sentence()
@@ -125,7 +148,10 @@ def parse_conll_lines(lines: Iterable[str], source: str = "<string>") -> ConllDo
             raise ConllFormatError(
                 source, number, f"{len(columns)} columns, but line {first_columns[0]} has {first_columns[1]}"
             )
-        builder.add(columns[0], columns[-1], number)
+        if tag_column is not None and tag_column > len(columns):
+            raise ConllFormatError(source, number, f"tag column {tag_column} asked for, but the line has {len(columns)}"
+                                   " columns")
+        builder.add(columns[0], columns[-1 if tag_column is None else tag_column - 1], number)
     builder.end_sentence()
     return builder.document
 
@@ -140,10 +166,13 @@ def _decoded_lines(path: Path) -> Iterator[str]:
                 raise ConllFormatError(path, number, f"not valid UTF-8 ({error.reason})") from None
 
 
-def read_conll(path: str | Path) -> ConllDocument:
-    """Read a CoNLL-2003 (`token POS chunk NER`) or two-column token/tag file (CRLF and U+FEFF tolerated)."""
+def read_conll(path: str | Path, *, tag_column: int | None = None) -> ConllDocument:
+    """Read a CoNLL-2003 (`token POS chunk NER`) or two-column token/tag file (CRLF and U+FEFF tolerated).
+
+    `tag_column`: the 1-based column holding the tag (default: the last); see `parse_conll_lines`.
+    """
     path = Path(path)
-    return parse_conll_lines(_decoded_lines(path), source=str(path))
+    return parse_conll_lines(_decoded_lines(path), source=str(path), tag_column=tag_column)
 
 
 def sentences_from_rows(rows: Iterable[tuple[Sequence[str], Sequence[str]]], source: str) -> ConllDocument:
@@ -314,11 +343,13 @@ def convert_document(
         dropped_tokens=document.dropped_tokens,
         empty_sentences=document.empty_sentences,
         source_labels=sorted(source_labels),
+        replaced_whitespace_tokens=document.replaced_whitespace_tokens,
     )
 
 
 def convert_conll_file(
-    path: str | Path, *, scheme: str = "auto", label_map: Mapping[str, str] | None = None
+    path: str | Path, *, scheme: str = "auto", label_map: Mapping[str, str] | None = None,
+    tag_column: int | None = None,
 ) -> ConversionResult:
     """Read a CoNLL file and convert it to JSONL records (see `read_conll` and `convert_document`)."""
-    return convert_document(read_conll(path), scheme=scheme, label_map=label_map)
+    return convert_document(read_conll(path, tag_column=tag_column), scheme=scheme, label_map=label_map)

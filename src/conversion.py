@@ -1,6 +1,6 @@
-"""The dataset formatter's work: convert CoNLL files, corpus folders and Hugging Face datasets into JSONL files,
-convert JSONL to and from GLiNER's training format, parse label maps, and summarise each conversion.
-`conll_dataset_formatter.py` is the command line around it.
+"""The dataset formatter's work: convert corpus files of any supported format, corpus folders and Hugging Face
+datasets into JSONL files, write JSONL as GLiNER or benchmark JSON, parse label maps, and summarise each conversion.
+`conll_dataset_formatter.py` is the command line around it; the readers are in src/corpus_formats.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conll import ConversionResult, convert_conll_file, convert_document, make_record, sentences_from_rows
+from .conll import ConversionResult, convert_document, sentences_from_rows
+from .corpus_formats import check_label_map, read_corpus
 from .data import read_jsonl, write_jsonl
+from .json_formats import records_to_benchmark, records_to_gliner
 
 HUB_PROBE_TIMEOUT_S = 5.0  # the hub answers in well under a second; without network we want to fail at once
-_SKIPPED_SUFFIXES = {".jsonl", ".json", ".md"}
+_SKIPPED_SUFFIXES = {".jsonl", ".json", ".md"}  # in a folder of CoNLL files
 _SKIPPED_PREFIXES = ("readme", "license")
+_FOLDER_SUFFIXES = {"jsonl": {".jsonl"}, "slurp": {".jsonl"}, "gliner": {".json", ".jsonl"}, "benchmark": {".json"}}
 
 
 class HubUnreachableError(ConnectionError):
@@ -33,10 +36,14 @@ class ConvertedFile:
     source: str
     target: Path
     result: ConversionResult
+    format: str = "conll"
 
 
 def parse_label_map(value: str) -> dict[str, str]:
-    """A label map given as a JSON object string or as the path of a JSON file, e.g. {"PER": "person"}."""
+    """A label map given as a JSON object string or as the path of a JSON file, e.g. {"PER": "person"}.
+
+    New names follow `corpus_formats.label_name_problem`: spaces are fine ("point of interest").
+    """
     if value.lstrip().startswith("{"):
         text, origin = value, "--label-map"
     elif Path(value).is_file():
@@ -47,40 +54,37 @@ def parse_label_map(value: str) -> dict[str, str]:
         label_map = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{origin}: invalid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
-    if not isinstance(label_map, dict):
-        raise ValueError(f"{origin}: the label map must be a JSON object mapping old label to new label")
-    for old, new in label_map.items():
-        if not isinstance(new, str) or not new or any(char.isspace() for char in new):
-            raise ValueError(f"{origin}: label {old!r} maps to {new!r}; expected a non-empty label without spaces")
-    return label_map
+    return check_label_map(label_map, origin)
 
 
-def corpus_files(folder: Path) -> list[Path]:
-    """The files a folder conversion reads: every regular file except hidden, .json/.jsonl/.md, README* and LICENSE*."""
-    files = [
-        path
-        for path in sorted(folder.iterdir())
-        if path.is_file()
-        and not path.name.startswith(".")
-        and path.suffix.lower() not in _SKIPPED_SUFFIXES
-        and not path.name.lower().startswith(_SKIPPED_PREFIXES)
-    ]
+def corpus_files(folder: Path, format: str = "conll") -> list[Path]:
+    """The files a folder conversion reads, sorted: every regular, non-hidden file with a suffix of the format
+    (.jsonl for jsonl and slurp, .json/.jsonl for gliner, .json for benchmark); for conll every file except
+    .json/.jsonl/.md files, README* and LICENSE*."""
+    files = [path for path in sorted(folder.iterdir()) if path.is_file() and not path.name.startswith(".")]
+    if format == "conll":
+        files = [path for path in files if path.suffix.lower() not in _SKIPPED_SUFFIXES
+                 and not path.name.lower().startswith(_SKIPPED_PREFIXES)]
+    else:
+        files = [path for path in files if path.suffix.lower() in _FOLDER_SUFFIXES[format]]
     if not files:
-        raise FileNotFoundError(f"{folder}: no corpus files to convert")
+        raise FileNotFoundError(f"{folder}: no {format} corpus files to convert")
     return files
 
 
 def convert_paths(
-    source: Path, target: Path, *, scheme: str = "auto", label_map: Mapping[str, str] | None = None
+    source: Path, target: Path, *, format: str = "conll", scheme: str = "auto",
+    label_map: Mapping[str, str] | None = None, tag_column: int | None = None,
 ) -> list[ConvertedFile]:
     """Convert a file (target: a .jsonl path or a folder) or a folder of files (target: a folder; stem + .jsonl).
 
-    Everything is converted before anything is written, so a malformed file leaves every output untouched.
+    Files are read with `corpus_formats.read_corpus`. Everything is converted before anything is written, so a
+    malformed file leaves every output untouched.
     """
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(f"{target}: the output of a folder conversion must be a folder")
-        pairs = [(path, target / f"{path.stem}.jsonl") for path in corpus_files(source)]
+        pairs = [(path, target / f"{path.stem}.jsonl") for path in corpus_files(source, format)]
         outputs = [out for _, out in pairs]
         clash = next((out for out in outputs if outputs.count(out) > 1), None)
         if clash is not None:
@@ -91,7 +95,8 @@ def convert_paths(
     else:
         raise FileNotFoundError(f"{source}: no such file or folder")
     converted = [
-        ConvertedFile(str(path), out, convert_conll_file(path, scheme=scheme, label_map=label_map))
+        ConvertedFile(str(path), out, read_corpus(path, format=format, scheme=scheme, label_map=label_map,
+                                                  tag_column=tag_column), format)
         for path, out in pairs
     ]
     for item in converted:
@@ -179,16 +184,26 @@ def convert_hf_dataset(
 
 
 def format_conversion_summary(item: ConvertedFile, label_map: Mapping[str, str] | None = None) -> str:
-    """One conversion's summary: sentences, tokens, entities per type, scheme, repaired tags and dropped tokens."""
+    """One conversion's summary: sentences, tokens, entities per type, then what the reader had to repair.
+
+    CoNLL input: scheme, repaired tags, dropped empty tokens, empty sentences, replaced whitespace tokens. Other
+    formats: words split at entity boundaries (benchmark), duplicate spans dropped, replaced whitespace tokens.
+    """
     result = item.result
     entities = Counter(span["label"] for record in result.records for span in record["token_spans"])
     per_type = ", ".join(f"{label} {count:,}" for label, count in sorted(entities.items())) or "none"
+    whitespace = f"whitespace tokens replaced: {result.replaced_whitespace_tokens:,}"
+    if item.format == "conll":
+        repairs = (f"  scheme: {result.scheme}  repaired tags: {result.repaired_tags:,}  dropped empty tokens: "
+                   f"{result.dropped_tokens:,}  empty sentences skipped: {result.empty_sentences:,}  {whitespace}")
+    else:
+        split = f"words split at entity boundaries: {result.split_words:,}  " if item.format == "benchmark" else ""
+        repairs = f"  format: {item.format}  {split}duplicate spans dropped: {result.duplicate_spans:,}  {whitespace}"
     lines = [
         f"{item.source} -> {item.target}",
         f"  sentences: {len(result.records):,}  tokens: {sum(len(r['tokens']) for r in result.records):,}",
         f"  entities: {sum(entities.values()):,} ({per_type})",
-        f"  scheme: {result.scheme}  repaired tags: {result.repaired_tags:,}  "
-        f"dropped empty tokens: {result.dropped_tokens:,}  empty sentences skipped: {result.empty_sentences:,}",
+        repairs,
     ]
     unused = sorted(set(label_map or {}) - set(result.source_labels))
     if unused:
@@ -196,90 +211,11 @@ def format_conversion_summary(item: ConvertedFile, label_map: Mapping[str, str] 
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------- GLiNER format
-# GLiNER trains on {"tokenized_text": [words], "ner": [[start, end_inclusive, label], ...]} items, word indices,
-# stored as one JSON list or as JSONL. Our records carry the same words (`tokens`) with exclusive ends.
+# ----------------------------------------------------------------------------------------------- JSON writers
 
 
-def records_to_gliner(records: list[Mapping]) -> list[dict]:
-    """Project records -> GLiNER items (token spans with the end made inclusive; ids are not kept)."""
-    return [
-        {"tokenized_text": list(record["tokens"]),
-         "ner": [[span["start"], span["end"] - 1, span["label"]] for span in record["token_spans"]]}
-        for record in records
-    ]
-
-
-def _gliner_item_to_record(item: object, index: int) -> tuple[dict, int]:
-    """One GLiNER item -> (a project record with id str(index), duplicate spans dropped); ValueError says why."""
-    if not isinstance(item, dict) or "tokenized_text" not in item or "ner" not in item:
-        raise ValueError("expected an object with 'tokenized_text' and 'ner'")
-    tokens, ner = item["tokenized_text"], item["ner"]
-    if not isinstance(tokens, list) or not tokens:
-        raise ValueError("'tokenized_text' must be a non-empty list of words")
-    for k, token in enumerate(tokens):
-        if not isinstance(token, str) or not token or any(char.isspace() for char in token):
-            raise ValueError(f"tokenized_text[{k}] {token!r} must be a non-empty string without whitespace")
-    if not isinstance(ner, list):
-        raise ValueError("'ner' must be a list of [start, end_inclusive, label]")
-    spans, seen = [], set()
-    for k, entry in enumerate(ner):
-        ok = isinstance(entry, list | tuple) and len(entry) == 3
-        start, end, label = entry if ok else (None, None, None)
-        ok = ok and all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end))
-        if not ok or not isinstance(label, str) or not label.strip():
-            raise ValueError(f"ner[{k}] must be [start, end_inclusive, label] with integer positions, got {entry!r}")
-        if not 0 <= start <= end < len(tokens):
-            raise ValueError(f"ner[{k}] {entry!r} lies outside the {len(tokens)} words (end is inclusive)")
-        if (start, end + 1, label) not in seen:
-            seen.add((start, end + 1, label))
-            spans.append((start, end + 1, label))
-    return make_record(index, tokens, spans), len(ner) - len(spans)
-
-
-def read_gliner_items(path: str | Path) -> list[object]:
-    """A GLiNER data file's items: a JSON list, or JSONL (one item per line); errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
-        return items
-    items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
-    return items
-
-
-def gliner_to_records(items: list[object], *, source: str = "<gliner>") -> tuple[list[dict], int]:
-    """GLiNER items -> (project records with ids "0", "1", ..., the number of duplicate spans dropped).
-
-    Raises ValueError "{source}: item {k}: ..." for a malformed item (k 0-based; the line for JSONL is k + 1 when
-    the file has no blank lines).
-    """
-    if not isinstance(items, list):
-        raise ValueError(f"{source}: a GLiNER file is a JSON list of items or JSONL")
-    records, dropped = [], 0
-    for index, item in enumerate(items):
-        try:
-            record, duplicates = _gliner_item_to_record(item, index)
-        except ValueError as error:
-            raise ValueError(f"{source}: item {index}: {error}") from None
-        records.append(record)
-        dropped += duplicates
-    return records, dropped
-
-
-def write_gliner_file(path: str | Path, items: list[dict]) -> None:
-    """Write GLiNER items as JSONL when `path` ends in .jsonl, else as one JSON list (what GLiNER's scripts load)."""
+def write_json_items(path: str | Path, items: list[dict]) -> None:
+    """Write items as JSONL when `path` ends in .jsonl, else as one JSON list (what GLiNER's scripts load)."""
     path = Path(path)
     if path.suffix.lower() == ".jsonl":
         write_jsonl(path, items)
@@ -293,18 +229,14 @@ def write_gliner_file(path: str | Path, items: list[dict]) -> None:
 def convert_to_gliner(source: Path, target: Path) -> str:
     """Project JSONL -> GLiNER file; returns a summary."""
     records = read_jsonl(source)
-    write_gliner_file(target, records_to_gliner(records))
+    write_json_items(target, records_to_gliner(records))
     entities = sum(len(r["token_spans"]) for r in records)
     return f"{source} -> {target}\n  sentences: {len(records):,}  entities: {entities:,} (GLiNER format)"
 
 
-def convert_from_gliner(source: Path, target: Path) -> str:
-    """GLiNER file (JSON list or JSONL) -> project JSONL; returns a summary."""
-    records, dropped = gliner_to_records(read_gliner_items(source), source=str(source))
-    if not records:
-        raise ValueError(f"{source}: no items")
-    write_jsonl(target, records)
-    entities = Counter(span["label"] for record in records for span in record["token_spans"])
-    per_type = ", ".join(f"{label} {count:,}" for label, count in sorted(entities.items())) or "none"
-    return (f"{source} -> {target}\n  sentences: {len(records):,}  entities: {sum(entities.values()):,} ({per_type})"
-            f"\n  duplicate spans dropped: {dropped:,}")
+def convert_to_benchmark(source: Path, target: Path) -> str:
+    """Project JSONL -> benchmark JSON (`json_formats.records_to_benchmark`); returns a summary."""
+    records = read_jsonl(source)
+    write_json_items(target, records_to_benchmark(records))
+    entities = sum(len(r["char_spans"]) for r in records)
+    return f"{source} -> {target}\n  sentences: {len(records):,}  entities: {entities:,} (benchmark format)"

@@ -1,9 +1,9 @@
 """Running a span model over JSONL records and scoring its spans against the gold with `metrics`.
 
 Used by the trainer (validation and test), by `evaluate.py` and by threshold tuning, so every number the project
-reports comes from the same code. Examples longer than the window are split into overlapping windows and merged
-back, so every gold entity is scored. Works in single- and multi-process runs: each process scores its shard and
-the spans are gathered and de-duplicated by example index before scoring.
+reports comes from the same code (the scoring is `scoring.score_predictions`). Examples longer than the window are
+split into overlapping windows and merged back, so every gold entity is scored. Works in single- and multi-process
+runs: each process scores its shard and the spans are gathered and de-duplicated by example index before scoring.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
-from .data import char_span_to_token_span
 from .decoding import merge_windows_by_example, resolve_overlaps, span_candidates
 from .metrics import compute_metrics
 from .model import SpanModel
+from .scoring import score_predictions
 
 Span = tuple[int, int, str, float]  # (start, end_exclusive, label, score) in annotation units
 # (start, end_inclusive, type_index, score, level) in annotation units; see `decoding.span_candidates`
@@ -161,33 +161,6 @@ def run_inference(
         accelerator=accelerator, compute_loss=compute_loss, window_batch_size=window_batch_size,
     )
     return InferenceResult(select_spans(result, threshold=threshold, flat_ner=flat_ner), result.loss)
-
-
-def score_predictions(records: list[dict], predictions: list[list[Span]], *, annotation_format: str) -> dict:
-    """Entity metrics in annotation units, plus token-level accuracy (text-format spans mapped onto tokens)."""
-    gold = [gold_spans(r, annotation_format) for r in records]
-    pred = [[(s, e, label) for s, e, label, _ in spans] for spans in predictions]
-    metrics = compute_metrics(gold, pred)
-    if annotation_format == "tokens":
-        gold_tok, pred_tok = gold, pred
-    else:
-        # Accuracy is defined on tokens; spans that do not fall on token boundaries cannot be tagged and are
-        # left out of it (they still count as errors in precision and recall above).
-        gold_tok = [[(*_token_span(r, s, e), label) for s, e, label in g] for r, g in zip(records, gold, strict=True)]
-        pred_tok = []
-        for r, spans in zip(records, pred, strict=True):
-            mapped = [(char_span_to_token_span(r, s, e), label) for s, e, label in spans]
-            pred_tok.append([(*m, label) for m, label in mapped if m is not None])
-    accuracy = compute_metrics(gold_tok, pred_tok, num_tokens=[len(r["tokens"]) for r in records])["accuracy"]
-    metrics["accuracy"] = accuracy
-    return metrics
-
-
-def _token_span(record: dict, start: int, end: int) -> tuple[int, int]:
-    span = char_span_to_token_span(record, start, end)
-    if span is None:  # validated data always maps; keep the failure loud rather than drop a gold entity
-        raise ValueError(f"record {record.get('id')}: gold char span {start}-{end} is not on token boundaries")
-    return span
 
 
 def evaluate_records(

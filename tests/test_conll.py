@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from src.conll import (
+    WHITESPACE_REPLACEMENT,
     ConllFormatError,
     convert_conll_file,
     convert_document,
@@ -13,6 +14,7 @@ from src.conll import (
     parse_conll_lines,
     read_conll,
     record_to_spans,
+    replace_whitespace,
     spans_to_tags,
     tags_to_spans,
     token_char_offsets,
@@ -151,8 +153,7 @@ def test_four_column_file_takes_the_last_column_and_skips_docstart(tmp_path):
         ("a NN O\nb O\n", 2, "2 columns, but line 1 has 3"),
         ("a O\n\nb X-PER\n", 3, "invalid tag 'X-PER'"),
         ("a O\nb B-\n", 2, "invalid tag 'B-'"),
-        ("a\tO\nNew York\tB-LOC\n", 2, "contains whitespace"),
-        ("a O\nNew\u00a0York B-LOC\n", 2, "token 'New\\xa0York' contains whitespace"),
+        ("a\tx\tO\nb\tO\n", 2, "2 columns, but line 1 has 3"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
@@ -161,6 +162,36 @@ def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
         read_conll(path)
     assert str(caught.value).startswith(f"{path}:{line}: ")
     assert what in str(caught.value)
+
+
+def test_whitespace_inside_a_token_becomes_one_visible_character_and_is_counted():
+    lines = ["ke s\tO", "New \u00a0 York\tB-LOC", " \tO", "MH17 \tB-MISC", "\tO", "", "a\u3000b O", "c\x1fd O"]
+    document = parse_conll_lines(lines)
+    dot = WHITESPACE_REPLACEMENT
+    assert dot == "\u00b7" and not dot.isspace()
+    # a lone-space token is kept as the visible character; spaces around "MH17" are padding; "" is dropped
+    assert document.sentences[0].tokens == [f"ke{dot}s", f"New{dot}York", dot, "MH17"]
+    assert document.sentences[1].tokens == [f"a{dot}b", f"c{dot}d"]
+    assert (document.replaced_whitespace_tokens, document.dropped_tokens) == (5, 1)
+    result = convert_document(document)
+    assert result.replaced_whitespace_tokens == 5
+    assert record_to_spans(result.records[0])[1] == [(1, 2, "LOC"), (3, 4, "MISC")]
+    assert replace_whitespace("plain") == ("plain", False)
+    assert replace_whitespace("\t a \n\nb ") == (f"{dot}a{dot}b{dot}", True)
+
+
+def test_tag_column_picks_the_tag_from_any_column(tmp_path):
+    text = "Use\tO\tUse\tO\nNumPy\tB-Library\tNumPy\tB-Code\n\t\nok\tO\tok\tO\n"
+    path = _write(tmp_path / "so.txt", text)
+    result = convert_conll_file(path, tag_column=2)
+    assert [record_to_spans(r) for r in result.records] == [(["Use", "NumPy"], [(1, 2, "Library")]), (["ok"], [])]
+    assert record_to_spans(convert_conll_file(path).records[0])[1] == [(1, 2, "Code")]  # default: the last column
+    short = _write(tmp_path / "short.txt", "a\tO\n")
+    with pytest.raises(ConllFormatError, match=r"short\.txt:1: tag column 3 asked for, but the line has 2 columns"):
+        read_conll(short, tag_column=3)
+    for bad in (1, 0, True):
+        with pytest.raises(ValueError, match="tag_column must be an integer >= 2"):
+            read_conll(path, tag_column=bad)
 
 
 def test_invalid_utf8_names_line(tmp_path):

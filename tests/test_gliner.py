@@ -10,12 +10,13 @@ import warnings
 import pytest
 
 from conll_dataset_formatter import main as formatter_main
-from src import conversion
+from src import json_formats
 from src.data import read_jsonl
 from src.metrics import compute_metrics
 
 from .conftest import REPO_ROOT, make_record, tiny_records, write_jsonl
 from .test_evaluate import RESULT_KEYS
+from .test_suite import EXPECTED_TABLE, check_expected, spot_paris, write_two_dataset_suite
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import evaluate_gliner  # noqa: E402
@@ -119,12 +120,12 @@ def test_large_label_sets_are_split_into_groups_that_fit(gliner_model):
 
 def test_records_to_gliner_and_back_round_trip():
     records = tiny_records()
-    items = conversion.records_to_gliner(records)
+    items = json_formats.records_to_gliner(records)
     assert items[0] == {"tokenized_text": ["John", "Smith", "lives", "in", "New", "York", "."],
                         "ner": [[0, 1, "PER"], [4, 5, "LOC"]]}
-    back, dropped = conversion.gliner_to_records(items)
+    back, dropped = json_formats.gliner_to_records(items)
     assert back == records and dropped == 0
-    assert conversion.records_to_gliner(back) == items
+    assert json_formats.records_to_gliner(back) == items
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
@@ -141,12 +142,12 @@ def test_formatter_converts_both_ways_through_json_and_jsonl(tmp_path, suffix, c
 
 def test_from_gliner_drops_duplicates_and_names_bad_items(tmp_path, capsys):
     good = {"tokenized_text": ["Ada", "Lovelace", "wrote"], "ner": [[0, 1, "person"], [0, 1, "person"]]}
-    records, dropped = conversion.gliner_to_records([good, {"tokenized_text": ["x"], "ner": []}])
+    records, dropped = json_formats.gliner_to_records([good, {"tokenized_text": ["x"], "ner": []}])
     assert dropped == 1 and records[0]["token_spans"] == [{"start": 0, "end": 2, "label": "person"}]
     assert records[0]["char_spans"] == [{"start": 0, "end": 12, "label": "person"}] and records[1]["id"] == "1"
     bad_items = {
         '{"tokenized_text": ["a"], "ner": [[0, 1, "X"]]}': "item 1: ner[0] [0, 1, 'X'] lies outside the 1 words",
-        '{"tokenized_text": ["a b"], "ner": []}': "item 1: tokenized_text[0] 'a b' must be",
+        '{"tokenized_text": [""], "ner": []}': "item 1: tokenized_text[0] '' must be a non-empty string",
         '{"tokens": ["a"]}': "item 1: expected an object with 'tokenized_text' and 'ner'",
         '{"tokenized_text": ["a"], "ner": [[0, "0", "X"]]}': "item 1: ner[0] must be [start, end_inclusive, label]",
     }
@@ -160,3 +161,56 @@ def test_from_gliner_drops_duplicates_and_names_bad_items(tmp_path, capsys):
     assert formatter_main(["--from-gliner", str(path), "--output", str(tmp_path / "o.jsonl")]) == 1
     assert f"{path}:2: invalid JSON" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_from_gliner_replaces_whitespace_in_words_and_applies_the_label_map(tmp_path, capsys):
+    path = tmp_path / "g.jsonl"
+    path.write_text(json.dumps({"tokenized_text": ["New York", "is", "big"], "ner": [[0, 0, "LOC"]]}) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert formatter_main(["--from-gliner", str(path), "--output", str(out), "--label-map", '{"LOC": "city"}']) == 0
+    [record] = read_jsonl(out)
+    assert record["tokens"] == ["New\u00b7York", "is", "big"] and record["token_spans"][0]["label"] == "city"
+    assert "format: gliner  duplicate spans dropped: 0  whitespace tokens replaced: 1" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------- --suite
+
+
+def test_suite_scores_gliner_on_the_same_gold_with_the_same_code(gliner_dir, tmp_path, monkeypatch, capsys):
+    suite = write_two_dataset_suite(tmp_path)
+    monkeypatch.setattr(evaluate_gliner, "predict_gliner",
+                        lambda model, records, labels, **kwargs: (spot_paris(records, labels), {"label_groups": 1}))
+    out = tmp_path / "stub.json"
+    assert evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--output", str(out)]) == 0
+    assert EXPECTED_TABLE in capsys.readouterr().out  # the numbers evaluate.py --suite gives for these predictions
+    results = json.loads(out.read_text())
+    check_expected(results)
+    assert results["tool"] == "scripts/evaluate_gliner.py" and results["settings"]["splits"]["news"] == {
+        "label_groups": 1}
+
+
+def test_suite_runs_the_tiny_gliner_and_scores_what_it_predicted(gliner_dir, tmp_path, monkeypatch, capsys):
+    suite = write_two_dataset_suite(tmp_path)
+    seen, real = [], evaluate_gliner.predict_gliner
+
+    def recording(model, records, labels, **kwargs):
+        predictions, splits = real(model, records, labels, **kwargs)
+        seen.append((records, predictions))
+        return predictions, splits
+
+    monkeypatch.setattr(evaluate_gliner, "predict_gliner", recording)
+    out = tmp_path / "results.json"
+    assert evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--threshold", "0.3", "--output",
+                                 str(out)]) == 0
+    assert "average: unweighted mean over the 2 datasets" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert sum(len(spans) for _, predictions in seen for spans in predictions) > 0, "should involve predictions"
+    for name, (records, predictions) in zip(("news", "bench"), seen, strict=True):
+        gold = [[(s["start"], s["end"], s["label"]) for s in r["token_spans"]] for r in records]
+        expected = compute_metrics(gold, [[span[:3] for span in spans] for spans in predictions])
+        for key in ("precision", "recall", "f1", "per_type", "num_gold_entities", "num_predicted_entities"):
+            assert results["datasets"][name][key] == expected[key], (name, key)
+    assert [entry["num_gold_entities"] for entry in results["datasets"].values()] == [3, 5]
+    with pytest.raises(SystemExit) as caught:
+        evaluate_gliner.main([str(gliner_dir), "--suite", str(suite), "--data", "x.jsonl"])
+    assert caught.value.code == 2
