@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
         print(config_help())
         return 0 if argv else 2
     from src.checkpoints import OutputDirError
+    from src.conll import ConllFormatError
     from src.data import DataValidationError
+    from src.mixture import MixtureDataError
     from src.model import BackboneNotFoundError
     from src.trainer import train_from_config
 
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_config, data_args, training_args = load_config(path, overrides)
         train_from_config(model_config, data_args, training_args)
-    except (ConfigError, DataValidationError, OutputDirError, BackboneNotFoundError, FileNotFoundError) as err:
+    except (ConfigError, DataValidationError, ConllFormatError, MixtureDataError, OutputDirError,
+            BackboneNotFoundError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.exceptions import DatasetGenerationError
 
 from .corpus_formats import read_corpus
 from .data import iter_jsonl
 from .sources import DatasetSource
+
+class MixtureDataError(ValueError):
+    """A corpus of the mixture that cannot be used as configured; the message names the corpus."""
+
 
 MIXTURE_CACHE_VERSION = 1  # bump when the conversion below changes what a cached file holds
 EVAL_SAMPLE_SEED = 0  # capped validation/test sets are the same sentences whatever the training seed
@@ -85,11 +90,18 @@ def convert_to_arrow(source: DatasetSource, paths: Sequence[str], *, cache_dir: 
     options = {"format": source.format, "label_map": source.label_map, "scheme": source.scheme,
                "tag_column": source.tag_column}
     fingerprint = _files_fingerprint(paths, options)
-    return datasets.Dataset.from_generator(
-        _generate, features=RECORD_FEATURES, cache_dir=cache_dir, fingerprint=fingerprint,
-        # The fingerprint rides along so the builder's own cache key also follows the files.
-        gen_kwargs={"paths": list(paths), **options, "fingerprint": fingerprint},
-    )
+    try:
+        return datasets.Dataset.from_generator(
+            _generate, features=RECORD_FEATURES, cache_dir=cache_dir, fingerprint=fingerprint,
+            # The fingerprint rides along so the builder's own cache key also follows the files.
+            gen_kwargs={"paths": list(paths), **options, "fingerprint": fingerprint},
+        )
+    except DatasetGenerationError as err:
+        # The reader's own error names the file and line; the builder's wrapper would hide it.
+        cause = err.__cause__
+        if isinstance(cause, ValueError | OSError):
+            raise cause from None
+        raise
 
 
 def sampling_shares(sizes: Sequence[int], weights: Sequence[float], temperature: float) -> np.ndarray:
@@ -97,7 +109,7 @@ def sampling_shares(sizes: Sequence[int], weights: Sequence[float], temperature:
     sizes_arr = np.asarray(sizes, dtype=np.float64)
     raw = np.asarray(weights, dtype=np.float64) * np.where(sizes_arr > 0, sizes_arr, 0.0) ** (1.0 / temperature)
     if raw.sum() <= 0:
-        raise ValueError("the training mixture is empty: no corpus has training sentences")
+        raise MixtureDataError("the training mixture is empty: no corpus has training sentences")
     return raw / raw.sum()
 
 
@@ -208,7 +220,7 @@ def _corpus_labels(source: DatasetSource, tables: Sequence[datasets.Dataset]) ->
         return sorted(found)
     extra = sorted(found - set(source.labels))
     if extra:
-        raise ValueError(f"datasets '{source.name}': the files use labels {extra} that are not in its 'labels'; "
+        raise MixtureDataError(f"datasets '{source.name}': the files use labels {extra} that are not in its 'labels'; "
                          "add them there or rename them with 'label_map'")
     return list(source.labels)
 
