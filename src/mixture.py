@@ -20,6 +20,7 @@ from .corpus_formats import read_corpus
 from .data import iter_jsonl
 from .sources import DatasetSource
 
+
 class MixtureDataError(ValueError):
     """A corpus of the mixture that cannot be used as configured; the message names the corpus."""
 

@@ -74,7 +74,8 @@ def _row_loss(model, batch, rows, type_embeddings, types):
     keys = ("input_ids", "attention_mask", "start_mask", "end_mask")
     inputs = {k: batch[k][rows] for k in keys}
     labels = {k: batch[k][rows][:, types] for k in ("start_labels", "end_labels", "span_labels")}
-    out = model(**inputs, **labels, type_embeddings=type_embeddings[types], type_mask=batch["type_mask"][rows][:, types])
+    type_mask = batch["type_mask"][rows][:, types]
+    out = model(**inputs, **labels, type_embeddings=type_embeddings[types], type_mask=type_mask)
     return out.loss
 
 
