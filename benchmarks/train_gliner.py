@@ -47,7 +47,8 @@ and the steps to the issue's 2,500, so (a) and (b) train alike.
 
 Writes to --output: model.safetensors, gliner_config.json and the tokenizer (`GLiNER.from_pretrained(DIR,
 local_files_only=True)` loads them), and train_log.json: settings, the loss at each logging step (the mean of
-the per-step summed losses since the previous log), eval losses, wall time and steps/s of the training loop.
+the per-step summed losses since the previous log), eval losses (under the same random label sampling), wall
+time and steps/s of the training loop (model building and saving excluded).
 A non-empty --output is refused unless --overwrite, which replaces only a folder this script wrote, and only
 once the new run has finished (it trains into a hidden sibling folder first).
 """
@@ -207,12 +208,17 @@ def train(args: argparse.Namespace, train_items: list[dict], eval_items: list[di
     return log
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def positive_int(text: str, minimum: int = 1) -> int:
+    """argparse type: an integer >= `minimum` (1 unless said otherwise)."""
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return positive_int(text, minimum=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="sentences per optimizer update")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="encoder learning rate")
     parser.add_argument("--head-learning-rate", type=float, default=1e-3, help="others_lr: all non-encoder layers")
-    parser.add_argument("--warmup-steps", type=int, default=300, help="linear warmup, then linear decay to 0")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=300, help="linear warmup, then decay to 0")
     parser.add_argument("--max-types", type=positive_int, default=25, help="most entity types in one prompt")
     parser.add_argument("--max-len", type=positive_int, default=256, help="most words per sentence (cut beyond)")
     parser.add_argument("--max-width", type=positive_int, default=12, help="longest span, in words")
