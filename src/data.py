@@ -288,7 +288,7 @@ def load_splits(
         raise ValueError("no data: give dataset_name or at least one of train_file, validation_file, test_file")
     if dataset_name in DEMO_DATASETS:
         return load_demo_dataset(dataset_name)
-    # Imported here: it needs `datasets` (heavy) and builds on src.conversion, which imports this module.
+    # Imported here: src.hub_datasets builds on src.conversion, which imports this module.
     from .hub_datasets import load_hub_splits
 
     return load_hub_splits(dataset_name)

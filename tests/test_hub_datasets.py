@@ -55,6 +55,16 @@ def test_names_that_can_only_be_folders():
         False, False, True, True, True, True]
 
 
+def test_hub_ids_and_configs_go_to_the_formatters_loader(monkeypatch):
+    from src import conversion
+
+    calls = []
+    monkeypatch.setattr(conversion, "load_hf_dataset", lambda name, config=None: calls.append((name, config)) or {})
+    load_dataset_dict("eriktks/conll2003")
+    load_dataset_dict("tner/wnut2017:wnut2017")
+    assert calls == [("eriktks/conll2003", None), ("tner/wnut2017", "wnut2017")]
+
+
 def test_describe_data_source(tmp_path):
     assert describe_data_source(dataset_name="conll2003", train_file="a.jsonl", test_file="b.jsonl") == (
         "JSONL files (train a.jsonl, test b.jsonl), named 'conll2003' by dataset_name")
