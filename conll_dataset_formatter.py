@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--input", type=Path, help="a corpus file (see --format), or a folder whose files are all read")
-    mode.add_argument("--hf-dataset", metavar="NAME", help="a Hugging Face dataset with tokens/ner_tags columns")
+    mode.add_argument("--hf-dataset", metavar="NAME",
+                      help="a Hugging Face dataset with tokens/ner_tags columns: hub id, ID:CONFIG or a save_to_disk "
+                      "folder")
     mode.add_argument("--stats", type=Path, metavar="FILE.jsonl", help="validate a JSONL file and print statistics")
     mode.add_argument("--to-gliner", type=Path, metavar="FILE.jsonl",
                       help="convert a JSONL file to GLiNER's format (a JSON list; JSONL if --output ends in .jsonl)")
@@ -84,7 +86,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         converted = conversion.convert_paths(source, args.output, format=format, scheme=args.scheme,
                                              label_map=label_map, tag_column=args.tag_column)
     else:
-        dataset_dict = conversion.load_hf_dataset(args.hf_dataset)
+        from src.hub_datasets import load_dataset_dict
+
+        dataset_dict = load_dataset_dict(args.hf_dataset)
         converted = conversion.convert_hf_dataset(
             dataset_dict, args.output, name=args.hf_dataset, scheme=args.scheme, label_map=label_map
         )

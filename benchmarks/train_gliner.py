@@ -17,7 +17,7 @@ thread, because on the busy shared 2-core machine one thread was faster than two
 
 This is baseline (b) of issue 10: GLiNER trained on the same mixture, backbone, steps and batch size as the span
 model. The training file is a JSON list (or JSONL) of {"tokenized_text": [words], "ner": [[start, end_inclusive,
-label], ...]}, as written by `conll_dataset_formatter.py --to-gliner`; it is validated with src/conversion.py
+label], ...]}, as written by `conll_dataset_formatter.py --to-gliner`; it is validated with src/corpus_formats.py
 (errors name the file and item index; duplicate spans are dropped). Every setting not listed here is gliner 0.2.29's:
 
 Model: `GLiNERConfig(model_name=BACKBONE, max_types=, max_len=, max_width=)` built by
@@ -78,9 +78,10 @@ DEFAULT_EVAL_STEPS = 500
 
 def read_training_items(path: Path) -> list[dict]:
     """Validated GLiNER items of `path` (duplicate spans dropped); ValueError/FileNotFoundError name the file."""
-    from src.conversion import gliner_to_records, read_gliner_items, records_to_gliner
+    from src.corpus_formats import read_corpus
+    from src.json_formats import records_to_gliner
 
-    records, _ = gliner_to_records(read_gliner_items(path), source=str(path))
+    records = read_corpus(path, format="gliner").records
     if not records:
         raise ValueError(f"{path}: no items")
     return records_to_gliner(records)

@@ -39,7 +39,9 @@ class DataArgs:
     """Where the data comes from and how it is tokenised."""
 
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Embedded corpus by name (e.g. 'wnut16_demo') instead of the *_file keys."}
+        default=None,
+        metadata={"help": "Alone: the data, an embedded corpus ('wnut16_demo') or a Hugging Face dataset (hub id, "
+                  "'id:config' or a save_to_disk folder). With the *_file keys: only the name of their data."},
     )
     annotation_format: str = field(
         default="tokens",
@@ -96,8 +98,6 @@ class DataArgs:
                 parse_sources(self.datasets)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-        if self.dataset_name and any((self.train_file, self.validation_file, self.test_file)):
-            raise ConfigError("give either 'dataset_name' or the '*_file' keys, not both")
         if self.max_seq_length < 8:
             raise ConfigError(f"'max_seq_length' must be at least 8, got {self.max_seq_length}")
 
@@ -107,7 +107,9 @@ class TrainingArgs:
     """Optimisation, evaluation, checkpointing and logging; names follow transformers.TrainingArguments."""
 
     run_name: str = field(default="span-ner", metadata={"help": "Name shown in logs and trackers."})
-    output_dir: str = field(default="outputs", metadata={"help": "Run folder: logs, checkpoints, best/, final/."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Run folder: logs, checkpoints, best/, final/ (default: outputs/<run_name>)."}
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow starting in a non-empty output_dir."})
     resume_from_checkpoint: str | None = field(
         default=None,
@@ -168,6 +170,8 @@ class TrainingArgs:
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the console progress bar."})
 
     def __post_init__(self) -> None:
+        if self.output_dir is None:
+            self.output_dir = str(Path("outputs") / self.run_name)
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                     "max_steps", "eval_steps", "logging_steps")
         for key in positive:

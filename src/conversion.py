@@ -143,8 +143,8 @@ def _unreachable(name: str, reason: str) -> HubUnreachableError:
     )
 
 
-def load_hf_dataset(name: str):
-    """`datasets.load_dataset(name)`, failing within seconds with HubUnreachableError when the hub is unreachable.
+def load_hf_dataset(name: str, config: str | None = None):
+    """`datasets.load_dataset(name, config)`, failing within seconds with HubUnreachableError if the hub is unreachable.
 
     Unless offline mode is set (then only the local cache is used), the hub is probed first with a short timeout,
     because `load_dataset` itself retries for about half a minute before giving up.
@@ -161,7 +161,7 @@ def load_hf_dataset(name: str):
     import datasets
 
     try:
-        return datasets.load_dataset(name)
+        return datasets.load_dataset(name, config)
     except ConnectionError as error:
         raise _unreachable(name, str(error)) from None
 

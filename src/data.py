@@ -304,13 +304,41 @@ def load_splits(
     validation_file: str | Path | None = None,
     test_file: str | Path | None = None,
 ) -> dict[str, list[dict]]:
-    """Records per split: all three splits of a demo corpus by name, or the given JSONL files (only those given)."""
+    """Records per split: the given JSONL files (only those given), else the splits of `dataset_name`.
+
+    With files, `dataset_name` only names the data. Alone, it is an embedded demo corpus (DEMO_DATASETS) or a Hugging
+    Face dataset (hub id, `id:config`, or a `save_to_disk` folder; see `src.hub_datasets`).
+    """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     given = {split: path for split, path in files.items() if path is not None}
-    if dataset_name is not None:
-        if given:
-            raise ValueError(f"give either dataset_name or data files, not both (got {dataset_name!r} and {given})")
-        return load_demo_dataset(dataset_name)
-    if not given:
+    if given:
+        return {split: read_jsonl(path) for split, path in given.items()}
+    if dataset_name is None:
         raise ValueError("no data: give dataset_name or at least one of train_file, validation_file, test_file")
-    return {split: read_jsonl(path) for split, path in given.items()}
+    if dataset_name in DEMO_DATASETS:
+        return load_demo_dataset(dataset_name)
+    # Imported here: src.hub_datasets builds on src.conversion, which imports this module.
+    from .hub_datasets import load_hub_splits
+
+    return load_hub_splits(dataset_name)
+
+
+def describe_data_source(
+    *,
+    dataset_name: str | None = None,
+    train_file: str | Path | None = None,
+    validation_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+) -> str:
+    """One line saying where `load_splits` takes the data from, for the run log."""
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    given = ", ".join(f"{split} {path}" for split, path in files.items() if path is not None)
+    if given:
+        return f"JSONL files ({given})" + (f", named {dataset_name!r} by dataset_name" if dataset_name else "")
+    if dataset_name is None:
+        return "none"
+    if dataset_name in DEMO_DATASETS:
+        return f"embedded demo corpus {dataset_name!r}"
+    if Path(dataset_name).expanduser().is_dir():
+        return f"Hugging Face dataset in the folder {dataset_name}"
+    return f"Hugging Face dataset {dataset_name!r} (hub or local cache)"

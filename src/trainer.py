@@ -40,7 +40,7 @@ from .checkpoints import (
 )
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
 from .config import SpanModelConfig
-from .data import label_set, load_splits
+from .data import describe_data_source, label_set, load_splits
 from .evaluation import (
     DEFAULT_THRESHOLD_GRID,
     collect_record_candidates,
@@ -49,6 +49,7 @@ from .evaluation import (
     search_threshold_over_sets,
 )
 from .inference import InferenceConfig, save_inference_config
+from .launch import check_process_count, needs_cpu_processes
 from .logger import setup_logging
 from .metrics import format_corpus_metrics, format_metrics
 from .mixture import load_mixture
@@ -83,7 +84,7 @@ def make_accelerator(args: TrainingArgs) -> Accelerator:
         # --gradient_accumulation_steps (environment variables) cannot silently change them.
         mixed_precision=args.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps),
-        cpu=args.use_cpu,
+        cpu=needs_cpu_processes(args.use_cpu),
         log_with=args.report_to or None,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / TRACKING_DIR)),
         # Every process draws the same permutation (seed + epoch) and takes its own batches of it.
@@ -91,6 +92,7 @@ def make_accelerator(args: TrainingArgs) -> Accelerator:
         # The encoders' pooler layers never reach the loss; DDP must not wait for their gradients.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    check_process_count(accelerator.num_processes, accelerator.device.type)  # before anything is written
     if args.fp16 and accelerator.device.type == "cpu":
         raise ConfigError("'fp16' needs a GPU (on the CPU Accelerate would quietly train in float32); use 'bf16'")
     return accelerator
@@ -240,15 +242,18 @@ class SpanTrainer:
         acc = self.accelerator
         log.info(f"Run '{a.run_name}' -> {self.output_dir.resolve()}")
         log.info(f"Device: {acc.device} | processes: {acc.num_processes} | mixed precision: {a.mixed_precision}")
+        d = self.data_args
         if self.mixture is None:
+            log.info("Data: " + describe_data_source(dataset_name=d.dataset_name, train_file=d.train_file,
+                                                     validation_file=d.validation_file, test_file=d.test_file))
             for split, records in self.splits.items():
                 n_ent = sum(len(gold_spans(r, self.data_args.annotation_format)) for r in records)
                 log.info(f"Dataset {split}: {len(records)} examples, {n_ent} entities, labels {label_set(records)}")
         else:
-            d = self.data_args
-            log.info(f"Training mixture of {len(self.mixture.corpora)} corpora, {len(self.all_labels)} types, "
-                     f"{len(self.train_data or [])} draws per epoch (sampling temperature {d.sampling_temperature}); "
-                     f"label sets: {d.label_sets}, at most {d.max_types} types per batch")
+            log.info(f"Data: a training mixture of {len(self.mixture.corpora)} corpora ('datasets'), "
+                     f"{len(self.all_labels)} types, {len(self.train_data or [])} draws per epoch (sampling "
+                     f"temperature {d.sampling_temperature}); label sets: {d.label_sets}, at most {d.max_types} "
+                     "types per batch")
             for line in self.mixture.summary():
                 log.info(line)
         total = sum(p.numel() for p in self.model.parameters())

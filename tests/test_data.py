@@ -221,10 +221,10 @@ def test_load_splits(tmp_path):
     splits = load_splits(train_file=train, test_file=str(test))
     assert list(splits) == ["train", "test"]
     assert splits["test"][0]["id"] == "t"
-    with pytest.raises(ValueError, match="unknown demo dataset 'wnut17'; available: wnut16_demo"):
+    # With files, dataset_name only names the data; alone, a name that is not embedded is a Hugging Face dataset.
+    assert load_splits(dataset_name="wnut16_demo", train_file=train) == {"train": read_jsonl(train)}
+    with pytest.raises(ValueError, match="dataset_name 'wnut17': cannot load.*Embedded corpora .*: wnut16_demo"):
         load_splits(dataset_name="wnut17")
-    with pytest.raises(ValueError, match="not both"):
-        load_splits(dataset_name="wnut16_demo", train_file=train)
     with pytest.raises(ValueError, match="no data"):
         load_splits()
     with pytest.raises(DataValidationError, match="empty file"):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +17,8 @@ from src.collator import InBatchDataCollator, gold_spans
 from src.evaluation import evaluate_records
 from src.model import SpanModel
 
-from .training_runs import LABELS, eval_records, launch, read_json, write_run_config
+from .conftest import REPO_ROOT
+from .training_runs import LABELS, eval_records, launch, read_json, subprocess_env, write_run_config
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -88,3 +94,45 @@ def test_two_process_training_writes_once_and_scores_every_example_once(two_proc
     # The loss is left out: src/evaluation.py averages batch losses, and the batch Accelerate pads with a repeated
     # example counts that example twice (0.823 against 0.858 here), so it differs by design until that is changed.
     assert {k: v for k, v in test_metrics.items() if k != "loss"} == {k: v for k, v in single.items() if k != "loss"}
+
+
+def torchrun_command() -> str:
+    """The `torchrun` script of this Python's environment (it ships with torch), else the one on PATH."""
+    beside = Path(sys.executable).with_name("torchrun")
+    found = str(beside) if beside.is_file() else shutil.which("torchrun")
+    assert found, "torchrun not found beside the Python executable or on PATH"
+    return found
+
+
+def test_plain_torchrun_on_cpu_trains_two_processes(tmp_path, tiny_backbone):
+    """`torchrun --nproc_per_node 2 train.py CONFIG.json` as docs/training.md prints it, with no use_cpu key."""
+    config_path = write_run_config(tmp_path, tiny_backbone, max_steps=2, eval_steps=2)
+    config = json.loads(config_path.read_text())
+    del config["use_cpu"]
+    config_path.write_text(json.dumps(config))
+    # A session of its own, so that a timeout kills the workers too and nothing is left running.
+    proc = subprocess.Popen([torchrun_command(), "--nproc_per_node", "2", "train.py", str(config_path)],
+                            cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError("torchrun did not finish within 240 s: " + stderr[-3000:]) from None
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best", "checkpoint-2", "config.json", "final", "run.log", "test_results.json"
+    ]
+    assert read_json(out / "config.json")["use_cpu"] is False
+    messages = [line.split(" - ", 2)[2] for line in (out / "run.log").read_text().splitlines() if " - INFO - " in line]
+    assert "Device: cpu" in messages[1] and "processes: 2" in messages[1]
+    assert len(messages) == len(set(messages)), "run.log holds duplicated lines"
+    state = read_json(out / "checkpoint-2" / "trainer_state.json")
+    assert state["num_processes"] == 2
+    records = eval_records()
+    metrics = read_json(out / "test_results.json")["test_metrics"]
+    assert (metrics["num_examples"], metrics["num_gold_entities"]) == (
+        len(records), sum(len(gold_spans(r, "tokens")) for r in records))

@@ -154,7 +154,7 @@ def test_hf_dataset_conversion_in_memory(tmp_path, capsys, monkeypatch):
     ]
     assert (result.scheme, result.repaired_tags) == ("iob2", 0)
     # The command line runs the same conversion on what load_dataset returns (replaced here: no network in tests).
-    monkeypatch.setattr(conversion, "load_hf_dataset", lambda name: dataset_dict)
+    monkeypatch.setattr(conversion, "load_hf_dataset", lambda name, config=None: dataset_dict)
     assert main(["--hf-dataset", "conll2003", "--output", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.jsonl", "train.jsonl"]
     assert read_jsonl(tmp_path / "test.jsonl") == [make_record(0, ["In", "Paris"], [(1, 2, "LOC")])]
@@ -187,7 +187,7 @@ def test_unreachable_hub_fails_at_once_with_the_local_command(tmp_path):
 def test_offline_mode_error_from_datasets_is_reported_as_unreachable(monkeypatch):
     import datasets
 
-    def refuse(name):
+    def refuse(name, config=None):
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -71,11 +71,12 @@ def test_evaluate_gliner_scores_the_trained_folder(trained, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import evaluate_gliner
 
-    from src.conversion import convert_from_gliner
+    from src.corpus_formats import read_corpus
+    from src.data import write_jsonl
 
     output, train_file = trained
     data = tmp_path / "test.jsonl"
-    convert_from_gliner(train_file, data)
+    write_jsonl(data, read_corpus(train_file, format="gliner").records)
     results = tmp_path / "results.json"
     assert evaluate_gliner.main([str(output), "--data", str(data), "--output", str(results)]) == 0
     metrics = json.loads(results.read_text())["metrics"]
@@ -108,7 +109,7 @@ def test_occupied_output_folders_are_refused(trained, tiny_backbone, tmp_path, c
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "no such file"),
+    (None, "no such gliner file"),
     ("[{\"tokenized_text\": [\"a\"], \"ner\": []},", "invalid JSON"),
     (json.dumps([]), "no items"),
     (json.dumps(ITEMS[:2] + [{"tokenized_text": ["a", "b"], "ner": [[0, 2, "x"]]}]), "item 2: ner[0]"),
