@@ -163,6 +163,11 @@ class TrainingArgs:
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision."})
     fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (GPU only)."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even when a GPU is present."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Batch training sentences of similar length (random mega-batches of 50 batches, sorted by "
+                  "length, as in transformers): much less padding, hence faster steps, on corpora of mixed lengths."},
+    )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes per data loader."})
     report_to: list[str] = field(
         default_factory=list, metadata={"help": "Trackers (installed separately), e.g. [\"tensorboard\"]."}

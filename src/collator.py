@@ -34,6 +34,10 @@ class IndexedRecords(Dataset):
     def __getitem__(self, index: int) -> tuple[int, dict]:
         return index, self.records[index]
 
+    def lengths(self) -> list[int]:
+        """Words per record (for length-grouped batching)."""
+        return [len(record["tokens"]) for record in self.records]
+
 
 @dataclass
 class Alignment:

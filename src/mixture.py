@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 from datasets.exceptions import DatasetGenerationError
 
 from .corpus_formats import read_corpus
@@ -153,6 +154,19 @@ class MixtureDataset:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def lengths(self) -> np.ndarray:
+        """Words per draw (for length-grouped batching), read from the Arrow column without building records."""
+        per_corpus = [
+            np.zeros(0, dtype=np.int32) if table is None else
+            pc.list_value_length(table.select_columns(["tokens"]).with_format("arrow")[:]["tokens"]).to_numpy()
+            for table in self.tables
+        ]
+        out = np.zeros(len(self.rows), dtype=np.int32)
+        for corpus, lengths in enumerate(per_corpus):
+            chosen = self.corpus_ids == corpus
+            out[chosen] = lengths[self.rows[chosen]]
+        return out
 
     def __getitem__(self, index: int) -> tuple[int, dict]:
         corpus = int(self.corpus_ids[index])

@@ -54,6 +54,7 @@ from .logger import setup_logging
 from .metrics import format_corpus_metrics, format_metrics
 from .mixture import load_mixture
 from .model import SpanModel
+from .sampling import EpochLengthGroupedSampler
 from .sources import merged_type_descriptions, parse_sources
 
 TRAIN_AUDIT_PER_CORPUS = 500  # mixtures: training sentences per corpus checked for unrepresentable gold at start-up
@@ -102,8 +103,14 @@ def build_train_loader(dataset: Dataset, *, collate_fn, args: TrainingArgs) -> D
     """A shuffled loader over `dataset` with its own generator.
 
     Creating an iterator over a loader without a generator draws from the global RNG, which drives dropout: a
-    resumed run, which creates one more iterator than the uninterrupted run, would then drift from it.
+    resumed run, which creates one more iterator than the uninterrupted run, would then drift from it. With
+    `group_by_length` the order comes from `EpochLengthGroupedSampler` over `dataset.lengths()` (words per record).
     """
+    if args.group_by_length:
+        sampler = EpochLengthGroupedSampler(dataset.lengths(), batch_size=args.per_device_train_batch_size,
+                                            seed=args.seed)
+        return DataLoader(dataset, batch_size=args.per_device_train_batch_size, sampler=sampler,
+                          collate_fn=collate_fn, num_workers=args.dataloader_num_workers, drop_last=False)
     return DataLoader(
         dataset, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate_fn,
         num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed), drop_last=False,

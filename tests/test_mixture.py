@@ -165,3 +165,36 @@ def test_single_corpus_training_is_unchanged_by_record_label_sets(tmp_path, tiny
         state = read_json(tmp_path / mode / "out" / "checkpoint-6" / "trainer_state.json")
         histories[mode] = [entry for entry in state["log_history"] if "loss" in entry]
     assert histories["record"] == histories["batch_union"] and len(histories["record"]) == 3
+
+
+def test_length_grouped_order_is_reproducible_per_epoch_and_groups_lengths():
+    from src.sampling import EpochLengthGroupedSampler
+
+    lengths = [(7 * k) % 50 + 1 for k in range(400)]
+    sampler = EpochLengthGroupedSampler(lengths, batch_size=4, seed=1)
+    first = list(sampler)
+    assert sorted(first) == list(range(400))  # every index once
+    assert list(EpochLengthGroupedSampler(lengths, batch_size=4, seed=1)) == first  # a resumed run draws the same
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    spread = [max(lengths[i] for i in first[b:b + 4]) - min(lengths[i] for i in first[b:b + 4])
+              for b in range(0, 400, 4)]
+    assert sum(spread) / len(spread) < 5  # random batches would differ by about 30
+
+
+def test_accelerate_forwards_the_epoch_to_the_length_grouped_sampler():
+    from accelerate import Accelerator
+
+    from src.args import TrainingArgs
+    from src.collator import IndexedRecords
+    from src.trainer import build_train_loader
+
+    from .training_runs import single_thread_fresh_accelerate
+
+    with single_thread_fresh_accelerate():
+        records = IndexedRecords([{"tokens": ["w"] * (k % 5 + 1)} for k in range(20)])
+        args = TrainingArgs(group_by_length=True, per_device_train_batch_size=4, use_cpu=True)
+        loader = Accelerator(cpu=True).prepare(build_train_loader(records, collate_fn=list, args=args))
+        loader.set_epoch(3)
+        assert loader.batch_sampler.sampler.epoch == 3
+        assert sorted(i for batch in loader for i, _ in batch) == list(range(20))
