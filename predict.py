@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "passes the threshold)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="torch: a saved model folder; onnx: a folder written by export.py (ONNX Runtime, CPU)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), help="with --backend onnx: the token graph to run "
+                                                                      "(default: the export's, int8 when it has one)")
     parser.add_argument("--batch-size", type=int, default=8, help="texts (and windows) per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords (default: the training run's)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (auto: cuda when available)")
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.backend == "onnx":
         from src.serving.onnx_backend import load_onnx_predictor
 
-        predictor = load_onnx_predictor(args.model_dir, max_seq_length=args.max_seq_length)
+        predictor = load_onnx_predictor(args.model_dir, precision=args.precision, max_seq_length=args.max_seq_length)
     else:
         from src.inference import SpanPredictor
 
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threshold must lie strictly between 0 and 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be a positive integer")
+    if args.precision is not None and args.backend != "onnx":
+        parser.error("--precision goes with --backend onnx")
     try:
         run(args, parser)
     except (OSError, ValueError) as err:  # InputError, missing model files, BackboneNotFoundError, bad inference.json
