@@ -7,6 +7,7 @@ exported folder is read by `onnx_backend.OnnxBackend` and decoded by the same co
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,6 +61,7 @@ def _export_graph(module: nn.Module, inputs: tuple, path: Path, output_names: li
     """Export with the torch.export-based exporter; batch and sequence axes stay dynamic."""
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
     axes = {0: batch, 1: length}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" per graph
     with torch.no_grad():
         program = torch.onnx.export(
             module.eval(), inputs, input_names=["input_ids", "attention_mask"], output_names=output_names,
