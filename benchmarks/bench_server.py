@@ -30,7 +30,7 @@ from harness import REPO_ROOT, machine_summary, markdown_table, quiet_libraries 
 
 CONCURRENCY = (1, 8, 32)
 LABELS = ["person", "location", "organization", "miscellaneous"]
-START_TIMEOUT = 300
+START_TIMEOUT = 600  # seconds; a busy 2-core machine needs minutes to import torch and load a model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +63,15 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "serve.py", str(model), "--backend", backend, "--port", str(self.port),
                    "--log-level", "warning", *extra]
+        # stderr to a file, not a pipe nobody reads while the server runs (a full pipe would block the server).
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.DEVNULL, stderr=self.log, text=True)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"serve.py exited with {self.process.returncode}: {self.process.stderr.read()}")
+                self.log.seek(0)
+                raise RuntimeError(f"serve.py exited with {self.process.returncode}: {self.log.read()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
