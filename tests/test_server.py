@@ -35,19 +35,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir):
+def server(tiny_model_dir, tmp_path_factory):
     """serve.py on the tiny model; yields (base URL, process). The last test stops it with SIGTERM."""
     port = free_port()
     command = [sys.executable, "serve.py", str(tiny_model_dir), "--port", str(port), "--max-batch", "16",
                "--max-wait-ms", "50", "--max-text-chars", str(MAX_TEXT_CHARS), "--log-level", "warning"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    log = tmp_path_factory.mktemp("server") / "stderr.log"  # a file: a pipe nobody reads could fill and block
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=log.open("w", encoding="utf-8"), text=True)
+    process.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:
-            pytest.fail(f"serve.py exited with {process.returncode}:\n{process.stderr.read()[-3000:]}")
+            pytest.fail(f"serve.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 break
@@ -189,7 +191,7 @@ def test_sigterm_shuts_down_cleanly_with_status_0(server):
     assert post(url, {"text": TEXTS[0], "labels": ["PER"]}).status_code == 200
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
-    assert "Traceback" not in process.stderr.read()
+    assert "Traceback" not in process.log.read_text()
 
 
 def test_onnx_backend_through_the_app_equals_onnx_predict(tiny_onnx_dir):
