@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--threshold", type=float, help="one probability threshold for every type")
     parser.add_argument("--nested", action="store_true", help="decode nested spans instead of flat ones")
+    parser.add_argument("--multi-label", action="store_true", help="a span may carry several types")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords")
     parser.add_argument("--labels", help="comma-separated types to ask for (default: the labels of the data files)")
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
     if data is not None:
         thresholds = type_thresholds(labels, values["threshold"], values["per_type_thresholds"])
         metrics, _ = evaluate_records(model, data, collator, batch_size=values["batch_size"], threshold=thresholds,
-                                      flat_ner=values["flat_ner"])
+                                      flat_ner=values["flat_ner"], multi_label=args.multi_label)
         print(format_metrics(metrics))
         results.update(data=str(args.data), metrics=metrics)
     return results

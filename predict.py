@@ -2,6 +2,7 @@
 
     python predict.py MODEL_DIR --labels "person,location,organization" --text "Ada Lovelace was born in London."
     python predict.py MODEL_DIR --labels person,location --input docs.txt --output predictions.jsonl
+    python predict.py EXPORTED_DIR --backend onnx --labels person,location --text "Ada Lovelace was born in London."
 
 --input is plain text with one document per line, or JSONL (.jsonl/.json, or --input-format jsonl) whose objects
 have a "text" field and optionally "id" and "labels" (a per-document label list that replaces --labels).
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "else 0.5)")
     parser.add_argument("--nested", action="store_true", help="keep nested entities (default: the model's setting, "
                                                               "else flat)")
+    parser.add_argument("--multi-label", action="store_true", help="a span may carry several types (every type that "
+                                                                   "passes the threshold)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch: a saved model folder; onnx: a folder written by export.py (ONNX Runtime, CPU)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), help="with --backend onnx: the token graph to run "
+                                                                      "(default: the export's, int8 when it has one)")
     parser.add_argument("--batch-size", type=int, default=8, help="texts (and windows) per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords (default: the training run's)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (auto: cuda when available)")
@@ -85,7 +92,8 @@ def predicted_rows(predictor, documents: list[dict], labels: list[str] | None, a
         chunk = documents[begin : begin + CHUNK_DOCUMENTS]
         found = predictor.predict(
             [doc["text"] for doc in chunk], [doc.get("labels", labels) for doc in chunk],
-            threshold=args.threshold, flat_ner=False if args.nested else None, batch_size=args.batch_size,
+            threshold=args.threshold, flat_ner=False if args.nested else None, multi_label=args.multi_label,
+            batch_size=args.batch_size,
         )
         for doc, entities in zip(chunk, found, strict=True):
             yield {**{key: doc[key] for key in ("id", "text") if key in doc}, "entities": entities}
@@ -101,11 +109,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not (args.model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{args.model_dir}: not a saved model folder (no config.json)")
     from src.data import write_jsonl
-    from src.inference import SpanPredictor
 
-    predictor = SpanPredictor.from_pretrained(
-        args.model_dir, device=resolve_device(args.device), max_seq_length=args.max_seq_length
-    )
+    if args.backend == "onnx":
+        from src.serving.onnx_backend import load_onnx_predictor
+
+        predictor = load_onnx_predictor(args.model_dir, precision=args.precision, max_seq_length=args.max_seq_length)
+    else:
+        from src.inference import SpanPredictor
+
+        predictor = SpanPredictor.from_pretrained(
+            args.model_dir, device=resolve_device(args.device), max_seq_length=args.max_seq_length
+        )
     rows = predicted_rows(predictor, documents, labels, args)
     if args.output is None:
         for row in rows:
@@ -123,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threshold must lie strictly between 0 and 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be a positive integer")
+    if args.precision is not None and args.backend != "onnx":
+        parser.error("--precision goes with --backend onnx")
     try:
         run(args, parser)
     except (OSError, ValueError) as err:  # InputError, missing model files, BackboneNotFoundError, bad inference.json

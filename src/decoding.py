@@ -212,6 +212,7 @@ def decode_batch(
     threshold: float | Sequence[float] | torch.Tensor = 0.5,
     flat_ner: bool = True,
     type_mask: torch.Tensor | None = None,
+    multi_label: bool = False,
 ) -> list[list[Span]]:
     """Decode a batch of logits into spans, one list per example.
 
@@ -224,6 +225,7 @@ def decode_batch(
             probabilities must be strictly greater than the type's threshold.
         flat_ner: resolve overlaps flat (no shared positions) if True, nested (no crossing spans) if False.
         type_mask: optional [B, C] bool, False for types that do not apply to an example; those are never predicted.
+        multi_label: a span may carry several types (every type that passes); see `resolve_overlaps`.
 
     Returns:
         Per example, a list of ``(start, end_inclusive, type_index, score)`` sorted by start, end, type, where
@@ -231,10 +233,11 @@ def decode_batch(
     """
     candidates = span_candidates(
         start_logits, end_logits, span_logits, span_mask, threshold=threshold, type_mask=type_mask,
-        best_type_only=True,
+        best_type_only=not multi_label,
     )
     return [
-        resolve_overlaps([candidate[:4] for candidate in example_candidates], flat_ner=flat_ner)
+        resolve_overlaps([candidate[:4] for candidate in example_candidates], flat_ner=flat_ner,
+                         multi_label=multi_label)
         for example_candidates in candidates
     ]
 
@@ -252,27 +255,31 @@ def _crosses(span: Span, other: Span) -> bool:
     return not (contains or contained)
 
 
-def resolve_overlaps(candidates: Sequence[Span], *, flat_ner: bool) -> list[Span]:
+def resolve_overlaps(candidates: Sequence[Span], *, flat_ner: bool, multi_label: bool = False) -> list[Span]:
     """Greedily keep the best-scoring spans that are compatible with the spans already kept.
 
     Candidates are visited by score descending, ties broken by start, end, then type index (ascending), so the
     result does not depend on the input order. With ``flat_ner`` a span is kept only if it shares no position with
     a kept span of any type. Otherwise nesting is allowed: a span is dropped only if it partially overlaps a kept
-    span (neither contains the other) or has exactly its boundaries (the higher-scoring type wins).
+    span (neither contains the other) or has exactly its boundaries (the higher-scoring type wins). With
+    ``multi_label`` a span with exactly the boundaries of a kept span is compatible with it (one span, several
+    types, as GLiNER's ``multi_label=True``); every other rule stays.
 
     Returns:
         The kept ``(start, end_inclusive, type_index, score)`` tuples sorted by start, end, type.
     """
     kept: list[Span] = []
-    occupied: set[int] = set()  # positions covered by kept spans, used in flat mode
+    occupied: dict[int, tuple[int, int]] = {}  # flat mode: position -> boundaries of the kept span covering it
     for span in sorted(candidates, key=lambda s: (-s[3], s[0], s[1], s[2])):
         start, end = span[0], span[1]
         if flat_ner:
             positions = range(start, end + 1)
-            if any(position in occupied for position in positions):
+            # Kept flat spans share positions only when they have the same boundaries (multi_label), so each
+            # position is covered by one pair of boundaries at most.
+            if any(p in occupied and not (multi_label and occupied[p] == (start, end)) for p in positions):
                 continue
-            occupied.update(positions)
-        elif any(_crosses(span, other) for other in kept):
+            occupied.update(dict.fromkeys(positions, (start, end)))
+        elif any(_crosses(span, other) and (not multi_label or span[:2] != other[:2]) for other in kept):
             continue
         kept.append(span)
     return sorted(kept, key=lambda s: (s[0], s[1], s[2]))

@@ -124,7 +124,7 @@ def type_thresholds(
 
 
 def select_spans(
-    result: CandidateResult, *, threshold: float | Sequence[float], flat_ner: bool
+    result: CandidateResult, *, threshold: float | Sequence[float], flat_ner: bool, multi_label: bool = False
 ) -> list[list[Span]]:
     """Decode collected candidates at `threshold` (one value, or one per label): filter by level, resolve overlaps.
 
@@ -138,7 +138,7 @@ def select_spans(
     predictions = []
     for candidates in result.candidates:
         passing = [c[:4] for c in candidates if c[4] > threshold[c[2]]]
-        kept = resolve_overlaps(passing, flat_ner=flat_ner)
+        kept = resolve_overlaps(passing, flat_ner=flat_ner, multi_label=multi_label)
         predictions.append([(start, end + 1, result.labels[c], score) for start, end, c, score in kept])
     return predictions
 
@@ -154,13 +154,15 @@ def run_inference(
     accelerator=None,
     compute_loss: bool = True,
     window_batch_size: int | None = None,
+    multi_label: bool = False,
 ) -> InferenceResult:
     """Predict spans for every example of `loader` (a fixed label set, so type embeddings are computed once)."""
     result = collect_candidates(
-        model, loader, num_examples=num_examples, threshold=threshold, best_type_only=True,
+        model, loader, num_examples=num_examples, threshold=threshold, best_type_only=not multi_label,
         accelerator=accelerator, compute_loss=compute_loss, window_batch_size=window_batch_size,
     )
-    return InferenceResult(select_spans(result, threshold=threshold, flat_ner=flat_ner), result.loss)
+    spans = select_spans(result, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+    return InferenceResult(spans, result.loss)
 
 
 def evaluate_records(
@@ -172,6 +174,7 @@ def evaluate_records(
     threshold: float | list[float],
     flat_ner: bool,
     accelerator=None,
+    multi_label: bool = False,
 ) -> tuple[dict, InferenceResult]:
     """Predict and score one split; returns (metrics with 'loss', the raw inference result).
 
@@ -182,7 +185,7 @@ def evaluate_records(
         loader = accelerator.prepare_data_loader(loader, device_placement=True)
     result = run_inference(
         model, loader, num_examples=len(records), threshold=threshold, flat_ner=flat_ner, accelerator=accelerator,
-        window_batch_size=batch_size,
+        window_batch_size=batch_size, multi_label=multi_label,
     )
     metrics = score_predictions(records, result.predictions, annotation_format=collator.annotation_format)
     metrics["loss"] = result.loss

@@ -10,13 +10,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from .args import DataArgs, TrainingArgs
 from .checkpoints import write_json_atomic
 from .collator import default_stride, encode_windows
-from .decoding import merge_windows_by_example, resolve_overlaps, scored_candidates
+from .config import SpanModelConfig
+from .decoding import SpanScoreSource, merge_windows_by_example, resolve_overlaps, scored_candidates
 from .model import SpanModel
 
 INFERENCE_CONFIG_NAME = "inference.json"
@@ -106,16 +109,89 @@ def _normalise_labels(labels, num_texts: int) -> list[list[str]]:
     return [list(dict.fromkeys(group)) for group in per_text]
 
 
+class ScoringBackend(Protocol):
+    """What `SpanPredictor` needs from a model: its config, tokenizers and the two encoders' outputs.
+
+    `TorchBackend` wraps a `SpanModel`; `src.serving.onnx_backend.OnnxBackend` runs exported graphs. Everything
+    after `score` (thresholds, candidates, overlaps, windows, offsets) is the predictor's own code, whatever runs it.
+    """
+
+    name: str
+    config: SpanModelConfig
+    token_tokenizer: PreTrainedTokenizerBase
+    type_tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def max_positions(self) -> int:
+        """The longest window (in subwords) the token encoder can read."""
+
+    @property
+    def type_hidden_size(self) -> int:
+        """H_type, the width of a type embedding."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors passed to `encode_types` and `score` must live."""
+
+    def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Type embeddings [C, H_type] of tokenised type texts [C, T]."""
+
+    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScoreSource:
+        """Boundary logits of a batch [B, L] against type_embeddings [C, H_type], span logits on demand."""
+
+
+class TorchBackend:
+    """`ScoringBackend` of a PyTorch `SpanModel` (eager mode, any device)."""
+
+    name = "torch"
+
+    def __init__(self, model: SpanModel) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.token_tokenizer, self.type_tokenizer = model.token_tokenizer, model.type_tokenizer
+
+    @property
+    def max_positions(self) -> int:
+        positions = getattr(self.model.token_encoder.config, "max_position_embeddings", None) or 512
+        return min(positions, self.token_tokenizer.model_max_length)
+
+    @property
+    def type_hidden_size(self) -> int:
+        return self.model.type_encoder.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_types(type_input_ids, type_attention_mask)
+
+    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScoreSource:
+        return self.model.score(input_ids, attention_mask, start_mask, end_mask, type_embeddings=type_embeddings)
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    """One text with its own labels and decoding settings; built and checked by `SpanPredictor.queries`."""
+
+    text: str
+    labels: tuple[str, ...]  # de-duplicated, in the caller's order (it breaks ties between equal scores)
+    thresholds: tuple[float, ...]  # one per label
+    flat_ner: bool
+    multi_label: bool = False
+
+
 class SpanPredictor:
     """A model ready for prediction: window settings, decoding defaults and a cache of type embeddings.
 
     Each distinct label is encoded once (its saved description when the model has one) and kept, so a label
     set of any size costs one pass of the type encoder, in chunks of `type_batch_size`, over the predictor's life.
+    `model` is a `SpanModel` or any `ScoringBackend` (e.g. an exported ONNX model).
     """
 
     def __init__(
         self,
-        model: SpanModel,
+        model: SpanModel | ScoringBackend,
         *,
         inference_config: InferenceConfig | None = None,
         max_seq_length: int | None = None,
@@ -123,13 +199,13 @@ class SpanPredictor:
         max_type_length: int | None = None,
         type_batch_size: int = 256,
     ) -> None:
-        self.model = model.eval()
+        self.backend = TorchBackend(model) if isinstance(model, SpanModel) else model
         self.config = inference_config or InferenceConfig()
-        positions = getattr(model.token_encoder.config, "max_position_embeddings", None) or 512
-        limit = min(positions, model.token_tokenizer.model_max_length)  # never a window the encoder cannot read
+        limit = self.backend.max_positions  # never a window the encoder cannot read
         self.max_seq_length = min(max_seq_length or DataArgs.max_seq_length, limit)
         self.stride = stride or default_stride(
-            model.token_tokenizer, max_seq_length=self.max_seq_length, max_span_length=model.config.max_span_length
+            self.backend.token_tokenizer, max_seq_length=self.max_seq_length,
+            max_span_length=self.backend.config.max_span_length,
         )
         self.max_type_length = max_type_length or DataArgs.max_type_length
         self.type_batch_size = type_batch_size
@@ -149,24 +225,51 @@ class SpanPredictor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.backend.device
+
+    @property
+    def cached_type_texts(self) -> list[str]:
+        """The type texts (labels or their descriptions) whose embeddings are cached, in the order first seen."""
+        return list(self._type_cache)
 
     @torch.no_grad()
     def type_embeddings(self, labels: Sequence[str]) -> torch.Tensor:
         """Embeddings [C, H_type] of `labels`, encoding only those not seen before."""
-        texts = [self.model.config.type_text(label) for label in labels]
+        texts = [self.backend.config.type_text(label) for label in labels]
         missing = sorted({t for t in texts if t not in self._type_cache}, key=lambda t: (len(t), t))
         for begin in range(0, len(missing), self.type_batch_size):
             chunk = missing[begin : begin + self.type_batch_size]
-            enc = self.model.type_tokenizer(
+            enc = self.backend.type_tokenizer(
                 chunk, truncation=True, max_length=self.max_type_length, padding=True, return_tensors="pt"
             )
             ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)  # [C', T] each
-            embeddings = self.model.encode_types(ids, mask)  # [C', H_type]
+            embeddings = self.backend.encode_types(ids, mask)  # [C', H_type]
             self._type_cache.update(zip(chunk, embeddings, strict=True))
         if not texts:
-            return torch.zeros(0, self.model.type_encoder.config.hidden_size, device=self.device)
+            return torch.zeros(0, self.backend.type_hidden_size, device=self.device)
         return torch.stack([self._type_cache[t] for t in texts])  # [C, H_type]
+
+    def queries(
+        self,
+        texts: str | Sequence[str],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        threshold: float | None = None,
+        flat_ner: bool | None = None,
+        multi_label: bool = False,
+    ) -> list[TextQuery]:
+        """Check the arguments of `predict` and turn them into one `TextQuery` per text."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [k for k, text in enumerate(texts) if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"texts must be strings, got {type(texts[bad[0]]).__name__} at position {bad[0]}")
+        per_text = _normalise_labels(labels, len(texts))
+        flat_ner = self.config.flat_ner if flat_ner is None else flat_ner
+        config = self.config if threshold is None else InferenceConfig(threshold=threshold, flat_ner=flat_ner)
+        if not isinstance(multi_label, bool):
+            raise TypeError(f"multi_label must be true or false, got {multi_label!r}")
+        return [TextQuery(text, tuple(group), tuple(config.thresholds_for(group)), flat_ner, multi_label)
+                for text, group in zip(texts, per_text, strict=True)]
 
     @torch.no_grad()
     def predict(
@@ -176,52 +279,67 @@ class SpanPredictor:
         *,
         threshold: float | None = None,
         flat_ner: bool | None = None,
+        multi_label: bool = False,
         batch_size: int = 8,
     ) -> list[list[dict]]:
         """Entities of each text: {"start", "end", "text", "label", "score"}, character offsets, end exclusive.
 
         `labels` is one list for all texts or one list per text. `threshold` (one value for all types) and
-        `flat_ner` default to the model's `inference.json` (global and per-type thresholds). `batch_size` texts
-        are tokenised together and `batch_size` windows go through the model at a time. A text longer than the
-        window is split into overlapping windows; each span is taken from the window where it has the most
-        context, then overlaps are resolved over the whole text. Entities are sorted by start, end and label.
+        `flat_ner` default to the model's `inference.json` (global and per-type thresholds); with `multi_label`
+        a span may carry several types. `batch_size` texts are tokenised together and `batch_size` windows go
+        through the model at a time. A text longer than the window is split into overlapping windows; each span
+        is taken from the window where it has the most context, then overlaps are resolved over the whole text.
+        Entities are sorted by start, end and label order.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        per_text = _normalise_labels(labels, len(texts))
-        flat_ner = self.config.flat_ner if flat_ner is None else flat_ner
-        config = self.config if threshold is None else InferenceConfig(threshold=threshold, flat_ner=flat_ner)
-        results: list[list[dict]] = [[] for _ in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+        queries = self.queries(texts, labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label)
+        return self.run(queries, batch_size=batch_size)
+
+    @torch.no_grad()
+    def run(self, queries: Sequence[TextQuery], *, batch_size: int = 8) -> list[list[dict]]:
+        """Entities of each query (as `predict`); queries may differ in labels, thresholds and overlap rules.
+
+        A query's result does not depend on the other queries it is batched with, beyond float rounding of
+        padded batches (scores agree to about 1e-6).
+        """
+        results: list[list[dict]] = [[] for _ in queries]
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i].text))  # similar lengths pad less
         for begin in range(0, len(order), batch_size):
             chunk = order[begin : begin + batch_size]
-            entities = self._predict_chunk([texts[i] for i in chunk], [per_text[i] for i in chunk], config, flat_ner,
-                                           batch_size)
+            entities = self._predict_chunk([queries[i] for i in chunk], batch_size)
             for i, found in zip(chunk, entities, strict=True):
                 results[i] = found
         return results
 
-    def _predict_chunk(
-        self, texts: list[str], label_sets: list[list[str]], config: InferenceConfig, flat_ner: bool, batch_size: int
-    ) -> list[list[dict]]:
-        union = list(dict.fromkeys(label for group in label_sets for label in group))
+    def _predict_chunk(self, queries: list[TextQuery], batch_size: int) -> list[list[dict]]:
+        union = list(dict.fromkeys(label for query in queries for label in query.labels))
         if not union:
-            return [[] for _ in texts]
+            return [[] for _ in queries]
         type_index = {label: c for c, label in enumerate(union)}
         type_embeddings = self.type_embeddings(union)  # [C, H_type]
-        thresholds = config.thresholds_for(union)  # [C]
+        # Each type is thresholded at the lowest value any query asks for; a candidate's level then tells every
+        # query whether it passes its own value, so one pass serves them all.
+        lowest = [1.0] * len(union)  # [C]
+        for query in queries:
+            for label, value in zip(query.labels, query.thresholds, strict=True):
+                lowest[type_index[label]] = min(lowest[type_index[label]], value)
+        # The best type per span is enough when every query has the same labels and thresholds and one type per
+        # span; the union order is then each query's own order, so ties break the same way.
+        first = queries[0]
+        best_type_only = all((q.labels, q.thresholds, q.multi_label) == (first.labels, first.thresholds, False)
+                             for q in queries)
         windows = encode_windows(
-            self.model.token_tokenizer, texts, annotation_format="text", max_seq_length=self.max_seq_length,
-            stride=self.stride,
+            self.backend.token_tokenizer, [q.text for q in queries], annotation_format="text",
+            max_seq_length=self.max_seq_length, stride=self.stride,
         )
-        example_mask = torch.zeros(len(texts), len(union), dtype=torch.bool)  # [B, C]
-        for b, group in enumerate(label_sets):
-            example_mask[b, [type_index[label] for label in group]] = True
+        example_mask = torch.zeros(len(queries), len(union), dtype=torch.bool)  # [B, C]
+        for b, query in enumerate(queries):
+            example_mask[b, [type_index[label] for label in query.labels]] = True
         type_mask = example_mask[windows.window_example]  # [N, C]
         row_candidates: list[list[tuple]] = []
         for begin in range(0, len(windows.window_example), batch_size):
             rows = slice(begin, begin + batch_size)
             # Span logits only for spans whose boundaries pass: with many labels the [B, C, L, W] block is the cost.
-            scores = self.model.score(
+            scores = self.backend.score(
                 windows.input_ids[rows].to(self.device),
                 windows.attention_mask[rows].to(self.device),
                 windows.start_mask[rows].to(self.device),
@@ -229,21 +347,25 @@ class SpanPredictor:
                 type_embeddings=type_embeddings,
             )
             row_candidates += scored_candidates(
-                scores, threshold=thresholds, type_mask=type_mask[rows].to(self.device), best_type_only=True
+                scores, threshold=lowest, type_mask=type_mask[rows].to(self.device), best_type_only=best_type_only
             )
         merged = merge_windows_by_example(
             windows.window_example,
             [a.candidates_to_units(c) for a, c in zip(windows.alignments, row_candidates, strict=True)],
-            [a.covered_units() for a in windows.alignments], len(texts),
+            [a.covered_units() for a in windows.alignments], len(queries),
         )
-        results = []
-        for text, candidates in zip(texts, merged, strict=True):
-            kept = resolve_overlaps([c[:4] for c in candidates], flat_ner=flat_ner)
-            results.append([
-                {"start": s, "end": e + 1, "text": text[s : e + 1], "label": union[c], "score": score}
-                for s, e, c, score in kept
-            ])
-        return results
+        return [_decode_query(query, candidates, type_index) for query, candidates in zip(queries, merged, strict=True)]
+
+
+def _decode_query(query: TextQuery, candidates: list[tuple], type_index: dict[str, int]) -> list[dict]:
+    """One query's entities from its window-merged candidates (types indexed by `type_index`), in its label order."""
+    local = {type_index[label]: k for k, label in enumerate(query.labels)}
+    passing = [(start, end, local[c], score) for start, end, c, score, level in candidates
+               if c in local and level > query.thresholds[local[c]]]
+    kept = resolve_overlaps(passing, flat_ner=query.flat_ner, multi_label=query.multi_label)
+    text = query.text
+    return [{"start": s, "end": e + 1, "text": text[s : e + 1], "label": query.labels[k], "score": score}
+            for s, e, k, score in kept]
 
 
 def predict(
@@ -253,6 +375,7 @@ def predict(
     *,
     threshold: float | None = None,
     flat_ner: bool | None = None,
+    multi_label: bool = False,
     batch_size: int = 8,
 ) -> list[list[dict]]:
     """Predict entities in raw texts; see `SpanPredictor.predict` for the arguments and the output.
@@ -266,4 +389,5 @@ def predict(
         predictor = model
     else:
         predictor = SpanPredictor(model)
-    return predictor.predict(texts, labels, threshold=threshold, flat_ner=flat_ner, batch_size=batch_size)
+    return predictor.predict(texts, labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
+                             batch_size=batch_size)

@@ -94,6 +94,16 @@ class TokenVectors:
     start_row: torch.Tensor  # [B, L] long
     end_row: torch.Tensor  # [B, L] long
 
+    @classmethod
+    def from_positions(
+        cls, start: torch.Tensor, end: torch.Tensor, span_start: torch.Tensor, span_end: torch.Tensor,
+        start_mask: torch.Tensor, end_mask: torch.Tensor,
+    ) -> TokenVectors:
+        """Keep the boundary rows of per-position vectors [B, L, D] (`SpanHead.project_boundaries` of all positions,
+        e.g. from an exported graph); start_mask / end_mask [B, L] bool."""
+        return cls(start[start_mask], end[end_mask], span_start[start_mask], span_end[end_mask], _rows(start_mask),
+                   _rows(end_mask))
+
 
 @dataclass
 class TypeVectors:
@@ -140,20 +150,32 @@ class SpanHead(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp().clamp(min=MIN_TEMPERATURE)
 
+    def project_boundaries(
+        self, starts: torch.Tensor, ends: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token states [..., H] of start and end positions -> (start, end, span_start, span_end), each [..., D].
+
+        Position-wise, so it serves the masked rows (`token_vectors`) and a dense [B, L, H] block alike (the ONNX
+        export, `TokenVectors.from_positions`).
+        """
+        return (F.normalize(self.start_proj(starts), dim=-1), F.normalize(self.end_proj(ends), dim=-1),
+                self.span_start(starts), self.span_end(ends))
+
     def token_vectors(
         self, token_states: torch.Tensor, start_mask: torch.Tensor, end_mask: torch.Tensor
     ) -> TokenVectors:
         """token_states [B, L, H], start_mask / end_mask [B, L] bool -> vectors of the masked positions."""
         starts = self.dropout(token_states[start_mask])  # [Ns, H]
         ends = self.dropout(token_states[end_mask])  # [Ne, H]
-        return TokenVectors(
-            start=F.normalize(self.start_proj(starts), dim=-1),
-            end=F.normalize(self.end_proj(ends), dim=-1),
-            span_start=self.span_start(starts),
-            span_end=self.span_end(ends),
-            start_row=_rows(start_mask),
-            end_row=_rows(end_mask),
-        )
+        start, end, span_start, span_end = self.project_boundaries(starts, ends)
+        return TokenVectors(start, end, span_start, span_end, _rows(start_mask), _rows(end_mask))
+
+    def scores(
+        self, tokens: TokenVectors, type_embeddings: torch.Tensor, start_mask: torch.Tensor, end_mask: torch.Tensor
+    ) -> SpanScores:
+        """Scores of a batch's boundary vectors against type_embeddings [C, H_type]; masks [B, L] bool."""
+        span_mask = span_candidate_mask(start_mask, end_mask, self.max_span_length)  # [B, L, W]
+        return SpanScores(self, tokens, self.type_vectors(type_embeddings), start_mask, end_mask, span_mask)
 
     def type_vectors(self, type_embeddings: torch.Tensor) -> TypeVectors:
         """type_embeddings [C, H_type] -> unit vectors scaled by 1 / temperature, each [C, D].
@@ -320,10 +342,8 @@ class SpanModel(nn.Module):
             type_embeddings = self.encode_types(type_input_ids, type_attention_mask)
         token_states = self.token_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        span_mask = span_candidate_mask(start_mask, end_mask, self.config.max_span_length)  # [B, L, W]
-        head = self.span_head
-        tokens = head.token_vectors(token_states, start_mask, end_mask)
-        return SpanScores(head, tokens, head.type_vectors(type_embeddings), start_mask, end_mask, span_mask)
+        tokens = self.span_head.token_vectors(token_states, start_mask, end_mask)
+        return self.span_head.scores(tokens, type_embeddings, start_mask, end_mask)
 
     def forward(
         self,

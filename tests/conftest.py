@@ -71,3 +71,31 @@ def tiny_data(tmp_path) -> dict[str, Path]:
     """train/validation/test JSONL files of the tiny hand-made corpus."""
     records = tiny_records()
     return {split: write_jsonl(tmp_path / f"{split}.jsonl", records) for split in ("train", "validation", "test")}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_backbone, tmp_path_factory) -> Path:
+    """A saved tiny random SpanModel (with a type description and an inference.json) for the serving tests."""
+    import torch
+
+    from src.config import SpanModelConfig
+    from src.inference import InferenceConfig, save_inference_config
+    from src.model import SpanModel
+
+    torch.manual_seed(0)
+    config = SpanModelConfig(token_encoder=tiny_backbone, type_encoder=tiny_backbone, max_span_length=4,
+                             linear_hidden_size=16, dropout=0.0, type_descriptions={"LOC": "location"})
+    folder = tmp_path_factory.mktemp("tiny_span_model") / "model"
+    SpanModel.from_config(config).save_pretrained(folder)
+    save_inference_config(folder, InferenceConfig(threshold=0.3))  # the random model predicts something at 0.3
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """`tiny_model_dir` exported by export.py's function with int8 (so both fp32 and int8 token graphs); slow-ish."""
+    from src.serving.onnx_export import export_model
+
+    folder = tmp_path_factory.mktemp("tiny_onnx") / "exported"
+    export_model(tiny_model_dir, folder, quantize="int8")
+    return folder

@@ -262,3 +262,47 @@ def test_candidates_all_types_and_best_type_only():
     assert span_candidates(**logits, threshold=[0.5, 0.9, 0.7, 0.5], best_type_only=True) == [
         [(0, 1, 3, _prob(1.5), _prob(1.5))]
     ]
+
+
+# ------------------------------------------------------------------------------------------------- multi_label
+
+
+@pytest.mark.parametrize(
+    ("flat_ner", "expected"),
+    [
+        # (0, 1) keeps both its types; (1, 2) overlaps it with other boundaries and goes; (3, 3) is disjoint.
+        (True, [(0, 1, 0, 0.9), (0, 1, 2, 0.6), (3, 3, 1, 0.5)]),
+        # Nested: (1, 1) sits inside (0, 1) and (1, 2) crosses it; the two types of (1, 1) are kept too.
+        (False, [(0, 1, 0, 0.9), (0, 1, 2, 0.6), (1, 1, 0, 0.55), (1, 1, 1, 0.4), (3, 3, 1, 0.5)]),
+    ],
+)
+def test_multi_label_keeps_every_type_of_a_span(flat_ner, expected):
+    candidates = [(0, 1, 0, 0.9), (1, 2, 1, 0.8), (0, 1, 2, 0.6), (1, 1, 0, 0.55), (3, 3, 1, 0.5), (1, 1, 1, 0.4)]
+    assert resolve_overlaps(candidates, flat_ner=flat_ner, multi_label=True) == expected
+    single = resolve_overlaps(candidates, flat_ner=flat_ner)
+    assert single == [(0, 1, 0, 0.9), (3, 3, 1, 0.5)] if flat_ner else [(0, 1, 0, 0.9), (1, 1, 0, 0.55), (3, 3, 1, 0.5)]
+
+
+def test_multi_label_flat_span_blocked_by_a_better_overlap_keeps_none_of_its_types():
+    # (1, 2) wins; both types of (0, 1) overlap it with other boundaries, so neither is kept in flat mode.
+    candidates = [(1, 2, 0, 0.9), (0, 1, 0, 0.8), (0, 1, 1, 0.7), (2, 2, 1, 0.6)]
+    assert resolve_overlaps(candidates, flat_ner=True, multi_label=True) == [(1, 2, 0, 0.9)]
+    assert resolve_overlaps(candidates, flat_ner=False, multi_label=True) == [(1, 2, 0, 0.9), (2, 2, 1, 0.6)]
+
+
+def test_multi_label_does_not_depend_on_input_order():
+    candidates = [(0, 1, 1, 0.5), (0, 1, 0, 0.5), (1, 2, 0, 0.5), (0, 0, 2, 0.7)]
+    for order in itertools.permutations(candidates):
+        assert resolve_overlaps(list(order), flat_ner=True, multi_label=True) == [(0, 0, 2, 0.7), (1, 2, 0, 0.5)]
+        assert resolve_overlaps(list(order), flat_ner=False, multi_label=True) == [
+            (0, 0, 2, 0.7), (0, 1, 0, 0.5), (0, 1, 1, 0.5)
+        ]
+
+
+def test_decode_batch_multi_label_returns_every_passing_type():
+    logits = _blank_logits(batch_size=1, num_types=3, seq_len=4, max_width=2)
+    _add_span(logits, example=0, type_index=0, start=0, end=1, span_logit=1.0)
+    _add_span(logits, example=0, type_index=2, start=0, end=1, span_logit=2.0)
+    _add_span(logits, example=0, type_index=1, start=0, end=1, span_logit=LOW)  # fails its span probability
+    assert decode_batch(**logits, multi_label=True) == [[(0, 1, 0, _prob(1.0)), (0, 1, 2, _prob(2.0))]]
+    assert decode_batch(**logits) == [[(0, 1, 2, _prob(2.0))]]

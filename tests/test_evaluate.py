@@ -187,21 +187,24 @@ def test_text_format_data_file_round_trip(tiny_model, tmp_path):
     assert metrics["num_gold_entities"] == 11 and 0.0 <= metrics["accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("flat_ner", [True, False])
-def test_windowed_evaluation_equals_plain_decoding_when_every_example_fits(tiny_model, flat_ner):
+@pytest.mark.parametrize(("flat_ner", "multi_label"), [(True, False), (False, False), (True, True), (False, True)])
+def test_windowed_evaluation_equals_plain_decoding_when_every_example_fits(tiny_model, flat_ner, multi_label):
     from src.collator import model_inputs
     from src.decoding import decode_batch
 
     records = tiny_records()
     labels = ["LOC", "ORG", "PER"]
     collator = collator_for(tiny_model, "tokens", labels)
-    _, result = evaluate_records(tiny_model, records, collator, batch_size=4, threshold=0.3, flat_ner=flat_ner)
+    _, result = evaluate_records(tiny_model, records, collator, batch_size=4, threshold=0.3, flat_ner=flat_ner,
+                                 multi_label=multi_label)
     expected = []
     with torch.no_grad():
         for batch in make_eval_loader(records, collator, 4):
             out = tiny_model(**model_inputs(batch))
             decoded = decode_batch(out.start_logits, out.end_logits, out.span_logits, out.span_mask, threshold=0.3,
-                                   flat_ner=flat_ner, type_mask=batch["type_mask"])
+                                   flat_ner=flat_ner, type_mask=batch["type_mask"], multi_label=multi_label)
             for alignment, spans in zip(batch["alignments"], decoded, strict=True):
                 expected.append([(*alignment.to_units(i, j), labels[c], score) for i, j, c, score in spans])
     assert result.predictions == expected and sum(map(len, expected)) > 0
+    spans = [(k, s, e) for k, example in enumerate(expected) for s, e, _, _ in example]
+    assert (len(set(spans)) < len(spans)) == multi_label  # several types on one span only with multi_label

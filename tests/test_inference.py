@@ -16,6 +16,7 @@ from src.decoding import merge_windows
 from src.inference import (
     InferenceConfig,
     SpanPredictor,
+    TextQuery,
     load_inference_config,
     predict,
     save_inference_config,
@@ -262,3 +263,37 @@ def test_predict_cli_errors(saved_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         predict_cli.main([str(saved_model), "--text", "no labels given"])
     assert exit_info.value.code == 2
+
+
+def test_mixed_queries_in_one_batch_equal_each_query_alone(tiny_model):
+    """One batch of texts with their own labels, thresholds, flat/nested and multi_label: each result equals the
+    text predicted on its own with the same settings (scores up to padding rounding)."""
+    predictor = SpanPredictor(tiny_model)
+    texts = ["John Smith lives in New York .", "Apple hired Mary Jones yesterday in Paris and Berlin .",
+             "Angela Merkel visited Berlin and the U.N. .", "Nothing to see here"]
+    settings = [(["PER", "LOC"], 0.3, True, False), (["LOC", "ORG", "PER"], 0.2, False, True),
+                (["ORG", "LOC"], 0.25, True, True), (["MISC"], 0.6, False, False)]
+    queries = [q for text, (labels, threshold, flat, multi) in zip(texts, settings, strict=True)
+               for q in predictor.queries(text, labels, threshold=threshold, flat_ner=flat, multi_label=multi)]
+    together = predictor.run(queries, batch_size=4)
+    for text, (labels, threshold, flat, multi), found in zip(texts, settings, together, strict=True):
+        [alone] = predictor.predict([text], labels, threshold=threshold, flat_ner=flat, multi_label=multi)
+        assert [(e["start"], e["end"], e["label"]) for e in found] == [(e["start"], e["end"], e["label"])
+                                                                        for e in alone]
+        assert [e["score"] for e in found] == pytest.approx([e["score"] for e in alone], abs=1e-5)
+    shared_spans = [(e["start"], e["end"]) for e in together[1]]
+    assert len(set(shared_spans)) < len(shared_spans)  # multi_label gave a span two types
+    assert sum(map(len, together)) > 5
+
+
+def test_queries_reject_bad_arguments(tiny_model):
+    predictor = SpanPredictor(tiny_model)
+    with pytest.raises(TypeError, match="texts must be strings"):
+        predictor.queries(["ok", 3], ["PER"])
+    with pytest.raises(ValueError, match="threshold"):
+        predictor.queries("ok", ["PER"], threshold=1.5)
+    with pytest.raises(TypeError, match="multi_label"):
+        predictor.queries("ok", ["PER"], multi_label="yes")
+    assert predictor.queries("ok", [["PER", "LOC", "PER"]]) == [
+        TextQuery("ok", ("PER", "LOC"), (0.5, 0.5), flat_ner=True, multi_label=False)
+    ]

@@ -1,0 +1,127 @@
+"""PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8: prediction throughput at batch 1 and 8, and test F1.
+
+    python benchmarks/bench_export.py --model MODEL_DIR --data TEST.jsonl [--sentences 256] [--repeats 5]
+
+The model is exported once with int8 (`src.serving.onnx_export.export_model`, into a temporary folder unless
+--export-dir names an existing export), so all three variants read the same weights. Throughput: `predict` over the
+first --sentences texts of the data, labels already encoded (cached), rounds interleaved as in every benchmark
+(`benchmarks/harness.py`); sentences/s as median (min-max) and the speed-up over eager per round. F1: every record
+of the data predicted by each variant at the model's own threshold and scored by `src.evaluation.score_predictions`
+on character spans (one code path for the three, so only the backend differs). Without --model an untrained head
+on the embedded backbone is used (timing only: its F1 means nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import interleaved, machine_summary, markdown_table, per_round_ratios, quiet_libraries, spread  # noqa: E402
+
+BATCH_SIZES = (1, 8)
+VARIANTS = ("eager", "onnx fp32", "onnx int8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="a saved model folder (default: untrained head, embedded backbone)")
+    parser.add_argument("--data", type=Path, required=True, help="JSONL with text and char_spans (e.g. CoNLL test)")
+    parser.add_argument("--export-dir", type=Path, help="an existing export.py --quantize int8 folder of --model")
+    parser.add_argument("--labels", help="comma-separated types (default: the labels of --data)")
+    parser.add_argument("--sentences", type=int, default=256, help="texts timed per call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--f1-records", type=int, help="score only the first N records (default: all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads (0: theirs)")
+    parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
+    return parser
+
+
+def untrained_model_dir(folder: Path) -> Path:
+    import torch
+
+    from src.config import SpanModelConfig
+    from src.model import SpanModel
+
+    torch.manual_seed(0)
+    SpanModel.from_config(SpanModelConfig()).save_pretrained(folder)
+    return folder
+
+
+def micro_f1(predictor, records: list[dict], labels: list[str]) -> dict:
+    """Predict every record's text and score the character spans with the project's metric code."""
+    from src.evaluation import score_predictions
+
+    found = predictor.predict([r["text"] for r in records], labels, batch_size=16)
+    predictions = [[(e["start"], e["end"], e["label"], e["score"]) for e in entities] for entities in found]
+    metrics = score_predictions(records, predictions, annotation_format="text")
+    return {key: metrics[key] for key in ("precision", "recall", "f1", "num_predicted_entities", "num_gold_entities")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    import torch
+
+    from src.data import label_set, read_jsonl
+    from src.inference import SpanPredictor
+    from src.serving.onnx_backend import load_onnx_predictor
+    from src.serving.onnx_export import export_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = args.threads or None
+    records = read_jsonl(args.data)
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else sorted(label_set(records))
+    texts = [r["text"] for r in records[: args.sentences]]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or untrained_model_dir(Path(tmp) / "model")
+        export_dir = args.export_dir
+        if export_dir is None:
+            export_dir = Path(tmp) / "exported"
+            export_model(model_dir, export_dir, quantize="int8")
+        predictors = {
+            "eager": SpanPredictor.from_pretrained(model_dir),
+            "onnx fp32": load_onnx_predictor(export_dir, precision="fp32", threads=threads),
+            "onnx int8": load_onnx_predictor(export_dir, precision="int8", threads=threads),
+        }
+        for predictor in predictors.values():
+            predictor.type_embeddings(labels)  # encoded once, as in a long-running service
+        print(f"machine: {machine_summary()}")
+        print(f"model: {args.model or 'untrained head, all-MiniLM-L6-v2'} | data: {args.data} | {len(texts)} "
+              f"sentences timed | labels {labels} | threads {args.threads or 'default'}")
+        calls = {f"{name} b{bs}": (lambda p=p, bs=bs: p.predict(texts, labels, batch_size=bs))
+                 for bs in BATCH_SIZES for name, p in predictors.items()}
+        seconds = interleaved(calls, repeats=args.repeats, warmup=1)
+        rows, figures = [], {"throughput": {}, "speedup": {}, "f1": {}}
+        for bs in BATCH_SIZES:
+            eager = seconds[f"eager b{bs}"]
+            for name in VARIANTS:
+                series = seconds[f"{name} b{bs}"]
+                rate = [len(texts) / s for s in series]
+                speedup = per_round_ratios(eager, series)
+                figures["throughput"][f"{name} b{bs}"] = statistics.median(rate)
+                figures["speedup"][f"{name} b{bs}"] = statistics.median(speedup)
+                rows.append((name, bs, spread(rate, "{:.1f}"), spread(speedup, "{:.2f}")))
+        print(markdown_table(["variant", "batch", "sentences/s median (min-max)", "speed-up vs eager"], rows))
+        scored = records[: args.f1_records] if args.f1_records else records
+        f1_rows = []
+        for name, predictor in predictors.items():
+            metrics = micro_f1(predictor, scored, labels)
+            figures["f1"][name] = metrics
+            f1_rows.append((name, f"{metrics['precision']:.4f}", f"{metrics['recall']:.4f}", f"{metrics['f1']:.4f}",
+                            f"{metrics['f1'] - figures['f1']['eager']['f1']:+.4f}", metrics["num_predicted_entities"]))
+        print(f"F1 on {len(scored)} records ({args.data}), character spans, the model's threshold:")
+        print(markdown_table(["variant", "precision", "recall", "micro F1", "vs eager", "predicted"], f1_rows))
+    if args.output:
+        args.output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Export a saved SpanModel to ONNX: the token encoder with the span-head boundary projections, and the type encoder.
+
+The rest of the span head (type projections, span vectors, temperature) is small and stays in PyTorch, so the
+exported folder is read by `onnx_backend.OnnxBackend` and decoded by the same code as the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..inference import INFERENCE_CONFIG_NAME, TorchBackend, read_run_settings
+from ..model import HEAD_WEIGHTS_NAME, SpanModel
+
+MANIFEST_NAME = "export.json"
+FORMAT_VERSION = 1
+TOKEN_GRAPH_NAME = "token_encoder.onnx"
+TOKEN_GRAPH_INT8_NAME = "token_encoder.int8.onnx"
+TYPE_GRAPH_NAME = "type_encoder.onnx"
+TOKEN_TOKENIZER_DIR, TYPE_TOKENIZER_DIR = "token_tokenizer", "type_tokenizer"
+TOKEN_OUTPUTS = ("start", "end", "span_start", "span_end")  # SpanHead.project_boundaries, each [B, L, D]
+QUANTIZATIONS = (None, "int8")
+OPSET_VERSION = 18
+
+
+class TokenGraph(nn.Module):
+    """input_ids, attention_mask [B, L] -> the boundary projections of every position, four [B, L, D] tensors."""
+
+    def __init__(self, model: SpanModel) -> None:
+        super().__init__()
+        self.encoder, self.head = model.token_encoder, model.span_head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        return self.head.project_boundaries(states, states)
+
+
+class TypeGraph(nn.Module):
+    """type_input_ids, type_attention_mask [C, T] -> type embeddings [C, H_type], as `SpanModel.encode_types`."""
+
+    def __init__(self, model: SpanModel) -> None:
+        super().__init__()
+        self.encoder = model.type_encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+
+
+def _example_inputs(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _export_graph(module: nn.Module, inputs: tuple, path: Path, output_names: list[str], max_length: int) -> None:
+    """Export with the torch.export-based exporter; batch and sequence axes stay dynamic."""
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
+    axes = {0: batch, 1: length}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" per graph
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module.eval(), inputs, input_names=["input_ids", "attention_mask"], output_names=output_names,
+            dynamic_shapes={"input_ids": axes, "attention_mask": axes}, dynamo=True, opset_version=OPSET_VERSION,
+            verbose=False,
+        )
+    program.save(str(path))
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised on the fly) with onnxruntime's own tool."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
+
+
+def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str | None = None) -> Path:
+    """Write `output_dir`: the ONNX graphs, tokenizers, span-head weights, config.json, inference.json (when the model
+    has one) and export.json (what a backend needs: graphs, sizes, window settings). Returns the manifest path.
+
+    The token graph is always written in fp32; `quantize="int8"` adds a dynamically quantised copy and makes it the
+    default. The type encoder stays fp32: it runs once per new label, and its vectors are cached.
+
+    `output_dir` must be new or empty; a failed export leaves it untouched (written in a temporary folder first).
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise FileExistsError(f"{output_dir}: output folder exists and is not empty")
+    model = SpanModel.from_pretrained(model_dir).eval()
+    backend = TorchBackend(model)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        # Two texts of different lengths: the example batch has padding, so no branch on "no padding" is traced.
+        token_inputs = _example_inputs(model.token_tokenizer, ["Ada Lovelace was born in London .", "Paris"])
+        token_graphs = {"fp32": TOKEN_GRAPH_NAME}
+        _export_graph(TokenGraph(model), token_inputs, staging / TOKEN_GRAPH_NAME, list(TOKEN_OUTPUTS),
+                      backend.max_positions)
+        if quantize == "int8":  # the fp32 graph stays beside it, for comparison (OnnxBackend's `precision`)
+            quantize_int8(staging / TOKEN_GRAPH_NAME, staging / TOKEN_GRAPH_INT8_NAME)
+            token_graphs["int8"] = TOKEN_GRAPH_INT8_NAME
+        type_inputs = _example_inputs(model.type_tokenizer, ["person", "geopolitical entity"])
+        type_positions = getattr(model.type_encoder.config, "max_position_embeddings", None) or 512
+        _export_graph(TypeGraph(model), type_inputs, staging / TYPE_GRAPH_NAME, ["type_embeddings"],
+                      min(type_positions, model.type_tokenizer.model_max_length))
+        model.token_tokenizer.save_pretrained(staging / TOKEN_TOKENIZER_DIR)
+        model.type_tokenizer.save_pretrained(staging / TYPE_TOKENIZER_DIR)
+        for name in ("config.json", HEAD_WEIGHTS_NAME, INFERENCE_CONFIG_NAME):
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, staging / name)
+        if not (staging / HEAD_WEIGHTS_NAME).is_file():  # a legacy model.pt folder: write the head as safetensors
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in model.span_head.state_dict().items()}, staging / HEAD_WEIGHTS_NAME)
+        run = read_run_settings(model_dir)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "source_model": str(model_dir.resolve()),
+            "precision": quantize or "fp32",  # the token graph a backend runs by default
+            "token_graphs": token_graphs,
+            "type_graph": TYPE_GRAPH_NAME,
+            "token_outputs": list(TOKEN_OUTPUTS),
+            "opset": OPSET_VERSION,
+            "max_positions": backend.max_positions,
+            "token_hidden_size": model.token_encoder.config.hidden_size,
+            "type_hidden_size": backend.type_hidden_size,
+            "max_seq_length": run.get("max_seq_length"),
+            "max_type_length": run.get("max_type_length"),
+            "versions": _versions(),
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if output_dir.exists():
+            output_dir.rmdir()  # empty, checked above
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir / MANIFEST_NAME
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
