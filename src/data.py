@@ -170,6 +170,19 @@ def _validate_record(record: object, default_id: str) -> dict:
     return normalised
 
 
+def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based number, text) of each line of a UTF-8 file; a byte-order mark at its start is dropped.
+
+    Invalid UTF-8 raises DataValidationError naming the file and line.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise DataValidationError(path, number, f"not valid UTF-8 ({error.reason})") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """Stream a JSONL file's records, validated one line at a time (see `read_jsonl`); memory stays flat.
 
@@ -180,30 +193,25 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
         raise FileNotFoundError(f"{path}: no such JSONL file")
     line_of_id: dict[str, int] = {}
     first_blank = None
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise DataValidationError(path, number, f"not valid UTF-8 ({error.reason})") from None
-            if not line.strip():
-                first_blank = first_blank or number
-                continue
-            if first_blank is not None:
-                raise DataValidationError(path, first_blank, "blank line between records (allowed only at the end)")
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataValidationError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
-            try:
-                record = _validate_record(value, default_id=str(number - 1))
-            except ValueError as error:
-                raise DataValidationError(path, number, str(error)) from None
-            record_id = record["id"]
-            if record_id in line_of_id:
-                raise DataValidationError(path, number, f"id {record_id!r} also on line {line_of_id[record_id]}")
-            line_of_id[record_id] = number
-            yield record
+    for number, line in iter_text_lines(path):
+        if not line.strip():
+            first_blank = first_blank or number
+            continue
+        if first_blank is not None:
+            raise DataValidationError(path, first_blank, "blank line between records (allowed only at the end)")
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataValidationError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
+        try:
+            record = _validate_record(value, default_id=str(number - 1))
+        except ValueError as error:
+            raise DataValidationError(path, number, str(error)) from None
+        record_id = record["id"]
+        if record_id in line_of_id:
+            raise DataValidationError(path, number, f"id {record_id!r} also on line {line_of_id[record_id]}")
+        line_of_id[record_id] = number
+        yield record
     if not line_of_id:
         raise DataValidationError(path, 0, "empty file: no records")
 

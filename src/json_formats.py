@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .conll import ConversionResult, Span, make_record, replace_whitespace
-from .data import DataValidationError
+from .data import DataValidationError, iter_text_lines
 
 NO_SCHEME = "none"  # ConversionResult.scheme of formats that carry spans, not tags
 BENCHMARK_ENTITY_KEYS = ("name", "type", "pos")
@@ -267,23 +267,18 @@ def read_slurp(path: str | Path) -> ConversionResult:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such SLURP file")
     records, labels, replaced, duplicates = [], set(), 0, 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise DataValidationError(path, number, f"not valid UTF-8 ({error.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                words, spans, line_replaced, line_duplicates = _slurp_line(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataValidationError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
-            except ValueError as error:
-                raise DataValidationError(path, number, str(error)) from None
-            records.append(make_record(len(records), words, spans))
-            labels.update(label for _, _, label in spans)
-            replaced, duplicates = replaced + line_replaced, duplicates + line_duplicates
+    for number, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            words, spans, line_replaced, line_duplicates = _slurp_line(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataValidationError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
+        except ValueError as error:
+            raise DataValidationError(path, number, str(error)) from None
+        records.append(make_record(len(records), words, spans))
+        labels.update(label for _, _, label in spans)
+        replaced, duplicates = replaced + line_replaced, duplicates + line_duplicates
     if not records:
         raise DataValidationError(path, 0, "empty file: no utterances")
     return _result(records, labels, replaced=replaced, duplicates=duplicates)
