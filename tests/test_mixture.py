@@ -198,3 +198,21 @@ def test_accelerate_forwards_the_epoch_to_the_length_grouped_sampler():
         loader.set_epoch(3)
         assert loader.batch_sampler.sampler.epoch == 3
         assert sorted(i for batch in loader for i, _ in batch) == list(range(20))
+
+
+def test_export_mixture_writes_one_epoch_of_draws_in_gliner_format(tmp_path, tiny_backbone):
+    import sys
+
+    from .conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import export_mixture
+
+    config, _ = _mixture_config(tmp_path, tiny_backbone)
+    target = tmp_path / "mix.json"
+    assert export_mixture.main([str(config), "--output", str(target)]) == 0
+    items = json.loads(target.read_text())
+    assert len(items) == 7 + 3  # every training sentence of both corpora once (temperature 1: shares = sizes)
+    assert {"tokenized_text", "ner"} == set(items[0])
+    assert sum(1 for item in items if item["tokenized_text"][:2] == ["Aspirin", "eases"]) == 3
+    assert export_mixture.main([str(tmp_path / "missing.json"), "--output", str(target)]) == 2
