@@ -18,7 +18,7 @@ from accelerate.utils import LoggerType
 from transformers import HfArgumentParser
 
 from .config import SpanModelConfig
-from .sources import parse_sources
+from .sources import LABEL_SET_MODES, parse_sources
 
 # Tracker names Accelerate knows ("all" left out: a run should say what it reports to).
 TRACKERS = tuple(str(t) for t in LoggerType if str(t) != "all")
@@ -27,7 +27,6 @@ OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 # Validation metrics that can pick best/ (see metrics.py and evaluation.py); mean_corpus_f1 needs 'datasets'.
 BEST_MODEL_METRICS = ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "accuracy", "loss",
                       "mean_corpus_f1")
-LABEL_SET_MODES = ("record", "batch_union")  # as src.collator.LABEL_SET_MODES (kept torch-free here)
 
 
 class ConfigError(ValueError):

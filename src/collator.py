@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .sources import LABEL_SET_MODES
+
 ANNOTATION_FORMATS = ("tokens", "text")
-# How a training batch picks its types and which of them give each record loss (see `InBatchDataCollator`).
-LABEL_SET_MODES = ("record", "batch_union")
 
 
 class IndexedRecords(Dataset):

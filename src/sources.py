@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass, field, fields
 
 SOURCE_FORMATS = ("jsonl", "conll", "gliner", "benchmark", "slurp")
+# How a training batch picks its types and which give each record loss (`label_sets` key; see src.collator).
+LABEL_SET_MODES = ("record", "batch_union")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
