@@ -10,10 +10,15 @@
         --steps 30 --threads 1
     python scripts/evaluate_gliner.py outputs/gliner_smoke --data data/processed/gliner/valid.jsonl
 
-Issue 10's baseline is the same command on the mixture's file with the defaults (2,500 steps of 16 sentences):
-`python benchmarks/train_gliner.py --train MIXTURE.json --output outputs/gliner_mixture --threads 1`. One torch
-thread, because on the busy shared 2-core machine one thread was faster than two (benchmarks/RESULTS.md,
-"Threads"; this script's steps too).
+Issue 10's baseline (b) is this script on the mixture that `configs/open_type.json` draws, with that config's
+steps, batch size, warmup and length grouping:
+`python scripts/export_mixture.py configs/open_type.json --output data/processed/open_type/gliner_train.json`, then
+`python benchmarks/train_gliner.py --train data/processed/open_type/gliner_train.json --output
+outputs/gliner_open_type --steps 1500 --batch-size 16 --warmup-steps 150 --group-by-length --threads 1`.
+`--group-by-length` hands transformers' LengthGroupedSampler the items' word counts (the span model's
+`group_by_length` uses the same transformers function); without it a batch pads to its longest sentence and a
+step costs about 2.5x more on the mixture. One torch thread, because on the busy shared 2-core machine one thread
+was faster than two (benchmarks/RESULTS.md, "Threads"; this script's steps too).
 
 This is baseline (b) of issue 10: GLiNER trained on the same mixture, backbone, steps and batch size as the span
 model. The training file is a JSON list (or JSONL) of {"tokenized_text": [words], "ner": [[start, end_inclusive,
@@ -141,6 +146,25 @@ class ConsoleLog(TrainerCallback):
         self.entries.append(entry)
 
 
+def length_grouped(trainer_class):
+    """`trainer_class` drawing its batches with transformers' LengthGroupedSampler over the items' word counts.
+
+    Trainer's own `train_sampling_strategy="group_by_length"` reads lengths from a `datasets.Dataset` column or
+    from `input_ids`, and gliner's items have neither (a list of dicts, tokenised by the collator), so the
+    sampler is handed the lengths here. The span model's `group_by_length` uses the same transformers function.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LengthGroupedTrainer(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            items = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(item["tokenized_text"]) for item in items]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
+    return LengthGroupedTrainer
+
+
 def make_trainer(model, args: argparse.Namespace, staging: Path, train_items: list[dict],
                  eval_items: list[dict] | None, callback):
     """gliner's Trainer with the settings listed in the module docstring."""
@@ -157,7 +181,8 @@ def make_trainer(model, args: argparse.Namespace, staging: Path, train_items: li
         prediction_loss_only=True, disable_tqdm=True,
     )
     collator = model.data_collator_class(model.config, data_processor=model.data_processor, prepare_labels=True)
-    trainer = Trainer(model=model, args=training_args, train_dataset=train_items, eval_dataset=eval_items,
+    trainer_class = length_grouped(Trainer) if args.group_by_length else Trainer
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train_items, eval_dataset=eval_items,
                       data_collator=collator, processing_class=model.data_processor.transformer_tokenizer,
                       callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # ConsoleLog prints instead
@@ -238,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-len", type=positive_int, default=256, help="most words per sentence (cut beyond)")
     parser.add_argument("--max-width", type=positive_int, default=12, help="longest span, in words")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="batch sentences of similar length (as the span model's group_by_length)")
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     parser.add_argument("--logging-steps", type=positive_int, default=10, help="log the mean loss every N steps")
     parser.add_argument("--validation", type=Path, help="GLiNER file whose loss is logged every --eval-steps")
