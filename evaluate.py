@@ -6,8 +6,9 @@ zero-shot on a suite of datasets (each with its own format and label set).
     python evaluate.py outputs/run/best --suite configs/zero_shot_suite.json --output zero_shot.json
 
 Settings not given on the command line come from the model folder's inference.json (threshold, flat_ner), then
-from the training run's config.json one folder up (annotation_format, max_seq_length, batch size, threshold,
-flat_ner), then from the defaults, so a model saved by training scores exactly what its test_results.json says.
+from the training run's config.json one folder up (annotation_format, max_seq_length, context_size, batch size,
+threshold, flat_ner), then from the defaults, so a model saved by training scores exactly what its
+test_results.json says.
 The scoring is src/evaluation.py, the same code the trainer runs; suites are src/suite.py; see docs/inference.md.
 """
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--multi-label", action="store_true", help="a span may carry several types")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords")
+    parser.add_argument("--context-size", type=int,
+                        help="subwords of document context around each sentence (records with doc_id); 0: none")
     parser.add_argument("--labels", help="comma-separated types to ask for (default: the labels of the data files)")
     parser.add_argument("--tune-threshold", type=Path, metavar="VALIDATION.jsonl",
                         help="search the threshold that maximises micro F1 on this file")
@@ -65,6 +68,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
          ("default", DataArgs.annotation_format))
     pick("max_seq_length", args.max_seq_length, (run_source, run.get("max_seq_length")),
          ("default", DataArgs.max_seq_length))
+    pick("context_size", args.context_size, (run_source, run.get("context_size")),
+         ("default", DataArgs.context_size))
     pick("max_type_length", None, (run_source, run.get("max_type_length")), ("default", DataArgs.max_type_length))
     pick("batch_size", args.batch_size, (run_source, run.get("per_device_eval_batch_size")),
          ("default", TrainingArgs.per_device_eval_batch_size))
@@ -131,15 +136,24 @@ def make_collator(model, values: dict, labels: list[str]):
         model.token_tokenizer, model.type_tokenizer, annotation_format=values["annotation_format"],
         max_seq_length=values["max_seq_length"], max_span_length=model.config.max_span_length,
         max_type_length=values["max_type_length"], type_descriptions=model.config.type_descriptions,
-        label_set=labels,
+        label_set=labels, context_size=values["context_size"],
     )
+
+
+def with_context(records: list[dict], values: dict) -> list[dict]:
+    """`records` with their documents' neighbouring words attached when the resolved context_size asks for them."""
+    from src.context import attach_document_context
+
+    if not values["context_size"]:
+        return records
+    return attach_document_context(records, max_words=values["context_size"])
 
 
 def decision_rule(values: dict) -> dict:
     """The decoding settings a results file records."""
     return {"threshold": values["threshold"], "per_type_thresholds": values["per_type_thresholds"],
             "flat_ner": values["flat_ner"], "annotation_format": values["annotation_format"],
-            "settings": {k: values[k] for k in ("max_seq_length", "max_type_length", "batch_size")}}
+            "settings": {k: values[k] for k in ("max_seq_length", "context_size", "max_type_length", "batch_size")}}
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -156,6 +170,7 @@ def run_suite(args: argparse.Namespace) -> dict:
         print(f"{key}: {value} ({resolved['sources'][key]})", file=sys.stderr)
     per_dataset = {}
     for dataset, records, labels in loaded:
+        records = with_context(records, values)
         collator = make_collator(model, values, labels).with_windows()
         loader = make_eval_loader(records, collator, values["batch_size"])
         result = run_inference(
@@ -185,8 +200,8 @@ def run(args: argparse.Namespace) -> dict:
         return run_suite(args)
     resolved = resolve_settings(args)
     values = resolved["values"]
-    data = read_jsonl(args.data) if args.data else None
-    validation = read_jsonl(args.tune_threshold) if args.tune_threshold else None
+    data = with_context(read_jsonl(args.data), values) if args.data else None
+    validation = with_context(read_jsonl(args.tune_threshold), values) if args.tune_threshold else None
     labels = labels_of([r for r in (data, validation) if r is not None], args.labels)
     model = load_model(args)
     collator = make_collator(model, values, labels)
@@ -226,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("batch_size", "max_seq_length"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if args.context_size is not None and args.context_size < 0:
+        parser.error("--context-size must be >= 0")
     if not (args.model_dir / "config.json").is_file():
         print(f"error: {args.model_dir}: not a saved model folder (no config.json)", file=sys.stderr)
         return 1

@@ -51,6 +51,12 @@ class DataArgs:
     test_file: str | None = field(default=None, metadata={"help": "Test JSONL file, scored once after training."})
     max_seq_length: int = field(default=128, metadata={"help": "Subword window of the token encoder."})
     max_type_length: int = field(default=32, metadata={"help": "Subword limit of a type name or description."})
+    context_size: int = field(
+        default=0,
+        metadata={"help": "Document context: up to this many subwords of the neighbouring sentences of the same "
+                  "document (records' doc_id / sentence_index) are read around each sentence, within "
+                  "max_seq_length; spans stay inside the sentence. 0: none. Needs annotation_format 'tokens'."},
+    )
     datasets: list[dict] | None = field(
         default=None,
         metadata={"help": "A training mixture: a list of corpora (name, format, train/validation/test files, "
@@ -97,6 +103,12 @@ class DataArgs:
                 parse_sources(self.datasets)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        if self.context_size < 0:
+            raise ConfigError(f"'context_size' must be >= 0, got {self.context_size}")
+        if self.context_size and self.annotation_format != "tokens":
+            raise ConfigError("'context_size' needs annotation_format 'tokens' (context is added as whole words)")
+        if self.context_size and self.datasets is not None:
+            raise ConfigError("'context_size' is not supported with 'datasets' (mixtures) yet: use the '*_file' keys")
         if self.max_seq_length < 8:
             raise ConfigError(f"'max_seq_length' must be at least 8, got {self.max_seq_length}")
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .context import fit_context
 from .sources import LABEL_SET_MODES
 
 ANNOTATION_FORMATS = ("tokens", "text")
@@ -79,7 +80,8 @@ class Alignment:
 
 
 def align_encoding(
-    encoding, *, annotation_format: str, word_extents: dict[int, tuple[int, int]] | None = None
+    encoding, *, annotation_format: str, word_extents: dict[int, tuple[int, int]] | None = None,
+    target_words: tuple[int, int] | None = None,
 ) -> tuple[Alignment, list[bool], list[bool]]:
     """Build the alignment and the word-initial / word-final masks of one tokenizers `Encoding`.
 
@@ -87,6 +89,10 @@ def align_encoding(
     word-final subword, so no span can end inside its visible part. For a window of a longer example pass
     `word_extents` (see `measure_word_extents`): a window may also start inside a word, and a subword then counts as
     word-initial / word-final only where it holds the word's first / last character.
+
+    `target_words` = (first, end): the input holds document context around the example's own words, which are
+    words first..end-1 ("tokens" only). Context subwords are read by the encoder but belong to no unit, like
+    special tokens, so no span can start or end in them, and units count from the example's first word.
     """
     word_ids = encoding.word_ids
     offsets = encoding.offsets
@@ -99,11 +105,12 @@ def align_encoding(
     unit_start: list[int | None] = [None] * n
     unit_end: list[int | None] = [None] * n
     alignment = Alignment(unit_start, unit_end)
+    first_word, end_word = target_words if target_words is not None else (0, None)
     for p, w in enumerate(word_ids):
-        if w is None:
+        if w is None or w < first_word or (end_word is not None and w >= end_word):
             continue
         if annotation_format == "tokens":
-            unit_start[p], unit_end[p] = w, w + 1
+            unit_start[p], unit_end[p] = w - first_word, w - first_word + 1
         else:
             unit_start[p], unit_end[p] = offsets[p]
         first_in_window = p == 0 or word_ids[p - 1] != w
@@ -161,13 +168,15 @@ class Windows:
 
 
 def encode_windows(
-    tokenizer: PreTrainedTokenizerBase, inputs: list, *, annotation_format: str, max_seq_length: int, stride: int
+    tokenizer: PreTrainedTokenizerBase, inputs: list, *, annotation_format: str, max_seq_length: int, stride: int,
+    targets: list[tuple[int, int] | None] | None = None,
 ) -> Windows:
     """Tokenise texts (or pre-split word lists for "tokens") into overlapping windows, padded to the longest.
 
     Uses the fast tokenizer's overflow: consecutive windows of one input share `stride` subwords. Every input gets
     at least one window, and every word boundary of the input is a boundary in each window that holds the word
-    whole, so the windows together cover every span of up to `stride` subwords.
+    whole, so the windows together cover every span of up to `stride` subwords. `targets`: per input, the word
+    range of the example inside its document context (see `align_encoding`), or None.
     """
     enc = tokenizer(
         inputs,
@@ -191,7 +200,8 @@ def encode_windows(
         extents = measure_word_extents([enc.encodings[n] for n in windows])
         for n in windows:
             alignment, starts, ends = align_encoding(
-                enc.encodings[n], annotation_format=annotation_format, word_extents=extents
+                enc.encodings[n], annotation_format=annotation_format, word_extents=extents,
+                target_words=targets[window_example[n]] if targets is not None else None,
             )
             alignments[n] = alignment
             start_mask[n, : len(starts)] = torch.tensor(starts)
@@ -244,6 +254,7 @@ class InBatchDataCollator:
         label_sets: str = "record",
         max_types: int | None = None,
         seed: int = 0,
+        context_size: int = 0,
     ) -> None:
         if annotation_format not in ANNOTATION_FORMATS:
             raise ValueError(f"annotation_format must be one of {ANNOTATION_FORMATS}, got {annotation_format!r}")
@@ -251,6 +262,9 @@ class InBatchDataCollator:
             raise ValueError(f"label_sets must be one of {LABEL_SET_MODES}, got {label_sets!r}")
         if max_types is not None and max_types < 1:
             raise ValueError(f"max_types must be None or at least 1, got {max_types}")
+        if context_size < 0 or (context_size and annotation_format != "tokens"):
+            raise ValueError(f"context_size must be >= 0, and 0 unless annotation_format is 'tokens'; got "
+                             f"{context_size} with {annotation_format!r}")
         self.token_tokenizer = token_tokenizer
         self.type_tokenizer = type_tokenizer
         self.annotation_format = annotation_format
@@ -263,6 +277,7 @@ class InBatchDataCollator:
         self.label_sets = label_sets
         self.max_types = max_types
         self.seed = seed
+        self.context_size = context_size
 
     def with_windows(self, stride: int | None = None) -> InBatchDataCollator:
         """A copy that splits long examples into overlapping windows; self when it already does.
@@ -288,17 +303,49 @@ class InBatchDataCollator:
             label_sets=self.label_sets,
             max_types=self.max_types,
             seed=self.seed,
+            context_size=self.context_size,
         )
+
+    def inputs_with_context(self, records: list[dict]) -> tuple[list, list[tuple[int, int] | None] | None]:
+        """The encoder's input per record and, with `context_size`, the record's word range inside it.
+
+        Without context the input is the record's words ("tokens") or text. With it, a record's `left_context` and
+        `right_context` words (see `src.context`) are added around its words, nearest first, as far as
+        `context_size` subwords and the window (`max_seq_length`, less the special tokens and the record's own
+        subwords) allow; a record that fills the window alone gets none.
+        """
+        if self.annotation_format != "tokens":
+            return [r["text"] for r in records], None
+        if not self.context_size:
+            return [r["tokens"] for r in records], None
+        pieces = [(r.get("left_context") or [], r["tokens"], r.get("right_context") or []) for r in records]
+        counted = self.token_tokenizer(
+            [left + words + right for left, words, right in pieces], is_split_into_words=True,
+            add_special_tokens=False,
+        )
+        room = self.max_seq_length - self.token_tokenizer.num_special_tokens_to_add()
+        inputs, targets = [], []
+        for n, (left, words, right) in enumerate(pieces):
+            lengths = Counter(w for w in counted.encodings[n].word_ids if w is not None)
+            own = sum(lengths[len(left) + k] for k in range(len(words)))
+            budget = min(self.context_size, room - own)
+            keep_left, keep_right = fit_context(
+                [lengths[k] for k in range(len(left))],
+                [lengths[len(left) + len(words) + k] for k in range(len(right))],
+                budget=max(0, budget),
+            )
+            inputs.append(left[len(left) - keep_left :] + words + right[:keep_right])
+            targets.append((keep_left, keep_left + len(words)))
+        return inputs, targets
 
     def tokenize(self, records: list[dict]):
         """Tokenise a list of records with truncation and padding (a `BatchEncoding` of tensors)."""
-        if self.annotation_format == "tokens":
-            inputs, split = [r["tokens"] for r in records], True
-        else:
-            inputs, split = [r["text"] for r in records], False
+        return self._tokenize(self.inputs_with_context(records)[0])
+
+    def _tokenize(self, inputs: list):
         return self.token_tokenizer(
             inputs,
-            is_split_into_words=split,
+            is_split_into_words=self.annotation_format == "tokens",
             truncation=True,
             max_length=self.max_seq_length,
             padding=True,
@@ -318,19 +365,22 @@ class InBatchDataCollator:
 
     def _rows(self, records: list[dict]) -> Windows:
         """One row per example (truncated), or one per window when `stride` is set."""
-        inputs = [r["tokens"] if self.annotation_format == "tokens" else r["text"] for r in records]
+        inputs, targets = self.inputs_with_context(records)
         if self.stride is not None:
             return encode_windows(
                 self.token_tokenizer, inputs, annotation_format=self.annotation_format,
-                max_seq_length=self.max_seq_length, stride=self.stride,
+                max_seq_length=self.max_seq_length, stride=self.stride, targets=targets,
             )
-        enc = self.tokenize(records)
+        enc = self._tokenize(inputs)
         batch_size, length = enc["input_ids"].shape
         start_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
         end_mask = torch.zeros(batch_size, length, dtype=torch.bool)  # [B, L]
         alignments = []
         for b in range(batch_size):
-            alignment, starts, ends = align_encoding(enc.encodings[b], annotation_format=self.annotation_format)
+            alignment, starts, ends = align_encoding(
+                enc.encodings[b], annotation_format=self.annotation_format,
+                target_words=targets[b] if targets is not None else None,
+            )
             alignments.append(alignment)
             start_mask[b, : len(starts)] = torch.tensor(starts)
             end_mask[b, : len(ends)] = torch.tensor(ends)

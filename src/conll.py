@@ -41,6 +41,7 @@ class ConllSentence:
     tokens: list[str]
     tags: list[str]
     lines: list[int]
+    document: int | None = None  # 0-based index of its `-DOCSTART-` document; None in a file without them
 
 
 @dataclass
@@ -85,6 +86,11 @@ class _SentenceBuilder:
         self.tags: list[str] = []
         self.lines: list[int] = []
         self.dropped_in_sentence = 0
+        self.document_index: int | None = None  # the current `-DOCSTART-` document, None before the first
+
+    def start_document(self) -> None:
+        self.end_sentence()
+        self.document_index = 0 if self.document_index is None else self.document_index + 1
 
     def add(self, token: str, tag: str, line: int) -> None:
         if not _TAG_RE.match(tag):
@@ -106,7 +112,7 @@ class _SentenceBuilder:
 
     def end_sentence(self) -> None:
         if self.tokens:
-            self.document.sentences.append(ConllSentence(self.tokens, self.tags, self.lines))
+            self.document.sentences.append(ConllSentence(self.tokens, self.tags, self.lines, self.document_index))
         elif self.dropped_in_sentence:
             self.document.empty_sentences += 1
         self.tokens, self.tags, self.lines, self.dropped_in_sentence = [], [], [], 0
@@ -118,8 +124,9 @@ def parse_conll_lines(
     """Parse CoNLL lines: `token ... tag` split on tabs if the line has one, else on spaces.
 
     The token is the first column, the tag the last one, or column `tag_column` (1-based) when given
-    (StackOverflow NER keeps its tag in column 2 of 4). Blank or whitespace-only lines end a sentence; `-DOCSTART-`
-    lines are skipped and never yield empty sentences. Every token line of a file must have the same number of
+    (StackOverflow NER keeps its tag in column 2 of 4). Blank or whitespace-only lines end a sentence; a
+    `-DOCSTART-` line starts a document (numbered from 0 in `ConllSentence.document`; sentences before the first
+    one have none) and never yields an empty sentence. Every token line of a file must have the same number of
     columns. Spaces around a tab-separated token are padding and removed, except in a token that is only spaces,
     which becomes WHITESPACE_REPLACEMENT like any whitespace inside a token (see `replace_whitespace`).
     """
@@ -138,7 +145,7 @@ def parse_conll_lines(
         else:  # only ASCII spaces separate columns, so a token with e.g. U+00A0 keeps it (and has it replaced)
             columns = [column for column in line.split(" ") if column]
         if columns[0] == DOCSTART:
-            builder.end_sentence()
+            builder.start_document()
             continue
         if len(columns) < 2:
             raise ConllFormatError(source, number, f"expected a token and a tag, found one column {line!r}")
@@ -288,8 +295,14 @@ def token_char_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
     return offsets
 
 
-def make_record(record_id: str | int, tokens: Sequence[str], spans: Iterable[Span]) -> dict:
-    """Build one JSONL record (id, tokens, text, token_spans, char_spans) from tokens and token spans."""
+def make_record(
+    record_id: str | int, tokens: Sequence[str], spans: Iterable[Span], *, doc_id: str | None = None,
+    sentence_index: int | None = None,
+) -> dict:
+    """Build one JSONL record (id, tokens, text, token_spans, char_spans) from tokens and token spans.
+
+    With `doc_id` the record also says which document it comes from and, with `sentence_index`, where in it.
+    """
     offsets = token_char_offsets(tokens)
     token_spans, char_spans = [], []
     for start, end, label in spans:
@@ -297,13 +310,18 @@ def make_record(record_id: str | int, tokens: Sequence[str], spans: Iterable[Spa
             raise ValueError(f"span ({start}, {end}, {label!r}) is empty or outside {len(tokens)} tokens")
         token_spans.append({"start": start, "end": end, "label": label})
         char_spans.append({"start": offsets[start][0], "end": offsets[end - 1][1], "label": label})
-    return {
+    record = {
         "id": str(record_id),
         "tokens": list(tokens),
         "text": " ".join(tokens),
         "token_spans": token_spans,
         "char_spans": char_spans,
     }
+    if doc_id is not None:
+        record["doc_id"] = doc_id
+        if sentence_index is not None:
+            record["sentence_index"] = sentence_index
+    return record
 
 
 def record_to_spans(record: Mapping) -> tuple[list[str], list[Span]]:
@@ -317,6 +335,9 @@ def convert_document(
 ) -> ConversionResult:
     """Convert every sentence of a document into a record (ids "0", "1", ... in order).
 
+    Sentences of a `-DOCSTART-` document get `doc_id` (its 0-based number, as text) and `sentence_index` (their
+    position in it), which document context (`context_size`) reads.
+
     `scheme` is "auto" (see `detect_scheme`) or one of SCHEMES; `label_map` renames labels, others keep their name.
     """
     sentences = document.sentences
@@ -326,6 +347,7 @@ def convert_document(
         raise ValueError(f"unknown scheme {scheme!r}; expected auto or one of {', '.join(SCHEMES)}")
     label_map = label_map or {}
     records, repaired, source_labels = [], 0, set()
+    position_in_document: dict[int, int] = {}
     for index, sentence in enumerate(sentences):
         position = _invalid_tag_position(sentence.tags, scheme)
         if position is not None:
@@ -335,7 +357,12 @@ def convert_document(
         repaired += sentence_repairs
         source_labels.update(label for _, _, label in spans)
         spans = [(start, end, label_map.get(label, label)) for start, end, label in spans]
-        records.append(make_record(index, sentence.tokens, spans))
+        place = {}
+        if sentence.document is not None:
+            index_in_document = position_in_document.get(sentence.document, 0)
+            position_in_document[sentence.document] = index_in_document + 1
+            place = {"doc_id": str(sentence.document), "sentence_index": index_in_document}
+        records.append(make_record(index, sentence.tokens, spans, **place))
     return ConversionResult(
         records=records,
         scheme=scheme,

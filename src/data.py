@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .conll import convert_conll_file, make_record, token_char_offsets
 
-RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans", "labels")
+RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans", "labels", "doc_id", "sentence_index")
 SPAN_FIELDS = ("start", "end", "label")
 SPLITS = ("train", "validation", "test")
 DEMO_DATASETS = {
@@ -167,7 +167,26 @@ def _validate_record(record: object, default_id: str) -> dict:
             name = "token_spans" if token_spans is not None else "char_spans"
             raise ValueError(f"{name}[{missing[0]}] label {missing[1]!r} is not in the record's 'labels' {labels}")
         normalised["labels"] = labels
+    normalised.update(_parse_document_fields(record))
     return normalised
+
+
+def _parse_document_fields(record: dict) -> dict:
+    """Check `doc_id` (non-empty string) and `sentence_index` (integer >= 0, only with a `doc_id`)."""
+    out = {}
+    if "doc_id" in record:
+        doc_id = record["doc_id"]
+        if not isinstance(doc_id, str) or not doc_id:
+            raise ValueError(f"field 'doc_id' must be a non-empty string, got {doc_id!r}")
+        out["doc_id"] = doc_id
+    if "sentence_index" in record:
+        index = record["sentence_index"]
+        if "doc_id" not in record:
+            raise ValueError("field 'sentence_index' needs a 'doc_id' (the document it indexes into)")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"field 'sentence_index' must be an integer >= 0, got {index!r}")
+        out["sentence_index"] = index
+    return out
 
 
 def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:

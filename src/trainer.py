@@ -40,6 +40,7 @@ from .checkpoints import (
 )
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
 from .config import SpanModelConfig
+from .context import attach_document_context
 from .data import describe_data_source, label_set, load_splits
 from .evaluation import (
     DEFAULT_THRESHOLD_GRID,
@@ -185,6 +186,9 @@ class SpanTrainer:
                 dataset_name=d.dataset_name, train_file=d.train_file, validation_file=d.validation_file,
                 test_file=d.test_file,
             )
+            if d.context_size:
+                splits = {split: attach_document_context(records, max_words=d.context_size)
+                          for split, records in splits.items()}
             # Evaluation scores every type of every split, so a type unseen in training is still asked for.
             self.all_labels = sorted({lab for recs in splits.values() for lab in label_set(recs)})
             self.train_data = IndexedRecords(splits["train"]) if splits.get("train") else None
@@ -233,7 +237,7 @@ class SpanTrainer:
         common = dict(
             annotation_format=d.annotation_format, max_seq_length=d.max_seq_length,
             max_span_length=self.model_config.max_span_length, max_type_length=d.max_type_length,
-            type_descriptions=self.model_config.type_descriptions,
+            type_descriptions=self.model_config.type_descriptions, context_size=d.context_size,
         )
         self.collator_settings = common
         self.train_collator = InBatchDataCollator(

@@ -81,9 +81,10 @@ def test_file_conversion_with_label_map_and_summary(tmp_path, capsys):
     label_file.write_text('{"PER": "person", "ORG": "organisation", "MISC": "misc"}', encoding="utf-8")
     target = tmp_path / "small.jsonl"
     assert main(["--input", str(source), "--output", str(target), "--label-map", str(label_file)]) == 0
-    assert read_jsonl(tmp_path / "small.jsonl") == [
-        make_record(0, ["John", "Smith", "visited", "Paris"], [(0, 2, "person"), (3, 4, "LOC")]),
-        make_record(1, ["IBM"], [(0, 1, "organisation")]),
+    assert read_jsonl(tmp_path / "small.jsonl") == [  # one -DOCSTART- document of two sentences
+        dict(make_record(0, ["John", "Smith", "visited", "Paris"], [(0, 2, "person"), (3, 4, "LOC")]), doc_id="0",
+             sentence_index=0),
+        dict(make_record(1, ["IBM"], [(0, 1, "organisation")]), doc_id="0", sentence_index=1),
     ]
     summary = capsys.readouterr().out
     assert "sentences: 2  tokens: 5" in summary
