@@ -321,7 +321,7 @@ class InBatchDataCollator:
         pieces = [(r.get("left_context") or [], r["tokens"], r.get("right_context") or []) for r in records]
         counted = self.token_tokenizer(
             [left + words + right for left, words, right in pieces], is_split_into_words=True,
-            add_special_tokens=False,
+            add_special_tokens=False, verbose=False,  # only counted: no warning about lengths over the model's
         )
         room = self.max_seq_length - self.token_tokenizer.num_special_tokens_to_add()
         inputs, targets = [], []
