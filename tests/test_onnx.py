@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -107,6 +108,26 @@ def test_int8_graph_is_quantised_and_the_default(tiny_onnx_dir):
     assert predictor.backend.precision == "int8"
     found = predictor.predict(SENTENCES, LABELS)
     assert all(0 <= e["start"] < e["end"] <= len(t) for t, es in zip(SENTENCES, found, strict=True) for e in es)
+
+
+def test_int8_scores_of_a_text_do_not_depend_on_its_batch(tiny_onnx_dir):
+    predictor = load_onnx_predictor(tiny_onnx_dir, precision="int8")
+    alone = [predictor.predict([text], LABELS, threshold=0.01)[0] for text in SENTENCES]  # many entities to compare
+    together = predictor.predict(SENTENCES + ["A much longer companion text " * 6], LABELS, threshold=0.01,
+                                 batch_size=8)
+    assert sum(map(len, alone)) > len(SENTENCES)
+    assert together[: len(SENTENCES)] == alone  # scores equal exactly, not within a tolerance
+    # The graph run on the padded batch at once would differ: the check above can fail.
+    backend = predictor.backend
+    enc = backend.token_tokenizer
+    batch = enc([SENTENCES[0], "A much longer companion text " * 6], padding=True, return_tensors="pt")
+    one = enc([SENTENCES[0]], return_tensors="pt")
+    [padded, *_] = backend._run(backend.token_session, batch["input_ids"], batch["attention_mask"])
+    [single, *_] = backend._run(backend.token_session, one["input_ids"], one["attention_mask"])
+    n = one["input_ids"].shape[1]
+    assert not np.array_equal(padded[0, :n], single[0])
+    [rowwise, *_] = backend._token_states(batch["input_ids"], batch["attention_mask"])
+    assert np.array_equal(rowwise[0, :n].numpy(), single[0])
 
 
 def test_export_refuses_a_non_empty_output_and_bad_settings(tiny_model_dir, tiny_onnx_dir, tmp_path, capsys):

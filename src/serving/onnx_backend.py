@@ -101,10 +101,32 @@ class OnnxBackend:
         [embeddings] = self._run(self.type_session, type_input_ids, type_attention_mask)
         return torch.from_numpy(embeddings)  # [C, H_type]
 
+    def _token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """The token graph's four [B, L, D] outputs.
+
+        The int8 graph quantises each activation with one scale computed over its whole input tensor, so run on a
+        padded batch a window's scores would move with the other windows (and the padding) beside it. It is
+        therefore run window by window on each window's own unpadded length: a text's int8 scores are then the
+        same whatever shares its batch, in `predict` and in the server alike. fp32 runs the batch at once.
+        """
+        if self.precision != "int8":
+            return [torch.from_numpy(array) for array in self._run(self.token_session, input_ids, attention_mask)]
+        batch_size, length = input_ids.shape
+        keep = attention_mask.bool()  # [B, L]: each window's own positions, wherever the padding side puts them
+        rows = [self._run(self.token_session, input_ids[b][keep[b]][None], attention_mask[b][keep[b]][None])
+                for b in range(batch_size)]
+        dense = []
+        for k in range(len(TOKEN_OUTPUTS)):
+            out = torch.zeros(batch_size, length, rows[0][k].shape[-1])  # [B, L, D]; padding stays zero (masked)
+            for b, row in enumerate(rows):
+                out[b, keep[b]] = torch.from_numpy(row[k][0])
+            dense.append(out)
+        return dense
+
     @torch.no_grad()
     def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScores:
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        dense = [torch.from_numpy(array) for array in self._run(self.token_session, input_ids, attention_mask)]
+        dense = self._token_states(input_ids, attention_mask)
         tokens = TokenVectors.from_positions(*dense, start_mask, end_mask)  # four [B, L, D] -> boundary rows
         return self.head.scores(tokens, type_embeddings, start_mask, end_mask)
 
