@@ -73,6 +73,20 @@ def tiny_data(tmp_path) -> dict[str, Path]:
     return {split: write_jsonl(tmp_path / f"{split}.jsonl", records) for split in ("train", "validation", "test")}
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tiny_backbone):
+    """A tiny random SpanModel in eval mode (no dropout), rebuilt per test module."""
+    import torch
+
+    from src.config import SpanModelConfig
+    from src.model import SpanModel
+
+    torch.manual_seed(0)
+    config = SpanModelConfig(token_encoder=tiny_backbone, type_encoder=tiny_backbone, max_span_length=4,
+                             linear_hidden_size=16, dropout=0.0)
+    return SpanModel.from_config(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_backbone, tmp_path_factory) -> Path:
     """A saved tiny random SpanModel (with a type description and an inference.json) for the serving tests."""

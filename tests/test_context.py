@@ -9,12 +9,11 @@ import torch
 from transformers import AutoTokenizer
 
 from src.collator import InBatchDataCollator
-from src.config import SpanModelConfig, resolve_model_name_or_path
+from src.config import resolve_model_name_or_path
 from src.conll import convert_document, parse_conll_lines
 from src.context import attach_document_context, fit_context
 from src.data import DataValidationError, read_jsonl
 from src.evaluation import evaluate_records
-from src.model import SpanModel
 
 from .conftest import make_record, write_jsonl
 from .span_stub import WordSpotter
@@ -24,14 +23,6 @@ from .training_runs import read_json, single_thread_fresh_accelerate, train_in_p
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model_name_or_path("all-MiniLM-L6-v2"))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_backbone) -> SpanModel:
-    torch.manual_seed(0)
-    config = SpanModelConfig(token_encoder=tiny_backbone, type_encoder=tiny_backbone, max_span_length=4,
-                             linear_hidden_size=16, dropout=0.0)
-    return SpanModel.from_config(config).eval()
 
 
 def doc_record(idx: int, tokens: list[str], spans, doc_id: str | None, sentence_index: int | None) -> dict:

@@ -10,7 +10,6 @@ import torch
 
 import evaluate as evaluate_cli
 from src.collator import InBatchDataCollator
-from src.config import SpanModelConfig
 from src.evaluation import (
     CandidateResult,
     collect_record_candidates,
@@ -29,14 +28,6 @@ from .training_runs import read_json, single_thread_fresh_accelerate, train_in_p
 
 RESULT_KEYS = {"tool", "model", "labels", "threshold", "per_type_thresholds", "flat_ner", "annotation_format",
                "settings", "data", "metrics"}  # shared with scripts/evaluate_gliner.py (tests/test_gliner.py)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_backbone) -> SpanModel:
-    torch.manual_seed(0)
-    config = SpanModelConfig(token_encoder=tiny_backbone, type_encoder=tiny_backbone, max_span_length=4,
-                             linear_hidden_size=16, dropout=0.0)
-    return SpanModel.from_config(config).eval()
 
 
 @pytest.fixture(scope="module")
