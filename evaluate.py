@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.output:
-        from src.checkpoints import write_json_atomic
+        from src.atomic_files import write_json_atomic
 
         write_json_atomic(args.output, results)  # an earlier results file survives a failed write
         print(f"results -> {args.output}", file=sys.stderr)

@@ -194,7 +194,7 @@ def train(args: argparse.Namespace, train_items: list[dict], eval_items: list[di
     import torch
     from transformers import set_seed
 
-    from src.checkpoints import write_json_atomic
+    from src.atomic_files import write_json_atomic
     from src.config import resolve_model_name_or_path
 
     if args.threads:

@@ -1,5 +1,7 @@
 """The run folder on disk: the output-dir guard, atomic folder writes, checkpoint listing, rotation and recovery.
 
+Atomic single-file writes are generic and live in src/atomic_files.py.
+
 Every folder a run publishes (`checkpoint-<step>/`, `best/`, `final/`) is written under a hidden temporary name and
 renamed into place, so a run killed at any moment leaves the previous complete folder readable.
 """
@@ -12,6 +14,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from .atomic_files import TMP_SUFFIX, write_json_atomic  # noqa: F401  (re-exported: src/trainer.py imports it here)
+
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_NAME = "trainer_state.json"
 TRAINING_STATE_DIR = "training_state"
@@ -22,7 +26,7 @@ RUN_FILES = ("config.json", "run.log", "test_results.json")
 RUN_FOLDERS = ("best", "final", TRACKING_DIR)
 # Hidden leftovers of an interrupted write: `.<name>.tmp` (being written), `.<name>.old` (being replaced),
 # `.<name>.deleted` (being removed by rotation).
-TMP_SUFFIX, OLD_SUFFIX, DELETED_SUFFIX = ".tmp", ".old", ".deleted"
+OLD_SUFFIX, DELETED_SUFFIX = ".old", ".deleted"  # TMP_SUFFIX comes from src.atomic_files
 
 
 class OutputDirError(RuntimeError):
@@ -156,17 +160,6 @@ def atomic_directory(final: Path, *, is_main_process: bool = True, accelerator=N
         shutil.rmtree(old, ignore_errors=True)
     if accelerator is not None:
         accelerator.wait_for_everyone()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see a partial file.
-
-    Missing parent folders are created; an existing file at `path` is only replaced once the new one is complete.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_saved_step(model_dir: Path) -> int | None:

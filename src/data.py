@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .conll import convert_conll_file, make_record, token_char_offsets
 
-RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans", "labels", "doc_id", "sentence_index")
+RECORD_FIELDS = ("id", "tokens", "text", "token_spans", "char_spans", "labels", "scores", "source", "doc_id",
+                 "sentence_index")
 SPAN_FIELDS = ("start", "end", "label")
 SPLITS = ("train", "validation", "test")
 DEMO_DATASETS = {
@@ -104,6 +105,18 @@ def _parse_label_list(value: object) -> list[str]:
     return list(value)
 
 
+def _parse_scores(value: object, num_spans: int, name: str) -> list[float]:
+    """Check a record's `scores` (a generated record's span probabilities): one number in [0, 1] per span."""
+    if not isinstance(value, list):
+        raise ValueError(f"field 'scores' must be an array of numbers, got {_json_type(value)}")
+    if len(value) != num_spans:
+        raise ValueError(f"field 'scores' has {len(value)} entries but {name} has {num_spans}; give one per span")
+    for k, score in enumerate(value):
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+            raise ValueError(f"scores[{k}] must be a number between 0 and 1, got {score!r}")
+    return list(value)
+
+
 def _validate_record(record: object, default_id: str) -> dict:
     """Validate one parsed JSON value and return the normalised record; raise ValueError saying what is wrong."""
     if not isinstance(record, dict):
@@ -167,6 +180,13 @@ def _validate_record(record: object, default_id: str) -> dict:
             name = "token_spans" if token_spans is not None else "char_spans"
             raise ValueError(f"{name}[{missing[0]}] label {missing[1]!r} is not in the record's 'labels' {labels}")
         normalised["labels"] = labels
+    if "scores" in record:
+        normalised["scores"] = _parse_scores(record["scores"], len(spans),
+                                             "token_spans" if token_spans is not None else "char_spans")
+    if "source" in record:  # where a generated record came from; kept as given
+        if not isinstance(record["source"], dict):
+            raise ValueError(f"field 'source' must be an object, got {_json_type(record['source'])}")
+        normalised["source"] = record["source"]
     normalised.update(_parse_document_fields(record))
     return normalised
 
@@ -240,7 +260,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
     Each record is returned normalised: a missing `id` becomes the 0-based line index, an integer id becomes a
     string, and a record giving only `token_spans` or only `char_spans` gets the other derived. An optional
-    `labels` list (the types the record was annotated for) is kept and must hold every gold label. Blank lines are
+    `labels` list (the types the record was annotated for) is kept and must hold every gold label; the optional
+    `scores` (one probability per span) and `source` (an object) of generated data are kept as well. Blank lines are
     allowed only at the end of the file; a UTF-8 byte-order mark at its start is ignored.
     """
     return list(iter_jsonl(path))

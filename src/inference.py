@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .args import DataArgs, TrainingArgs
-from .checkpoints import write_json_atomic
+from .atomic_files import write_json_atomic
 from .collator import default_stride, encode_windows
 from .config import SpanModelConfig
 from .decoding import SpanScoreSource, merge_windows_by_example, resolve_overlaps, scored_candidates

@@ -15,7 +15,6 @@ from src.checkpoints import (
     recover_interrupted_writes,
     resolve_checkpoint,
     rotation_victims,
-    write_json_atomic,
 )
 from src.model import SpanModel
 from src.trainer import SpanTrainer
@@ -154,12 +153,3 @@ def test_best_model_follows_the_metric_direction(tmp_path, tiny_backbone, monkey
     assert train_in_process(config, *extra) == 0
     assert read_json(tmp_path / "out" / "test_results.json")["best_step"] == best
     assert read_saved_step(tmp_path / "out" / "best") == best
-
-
-def test_write_json_atomic_creates_folders_and_leaves_no_temporary(tmp_path):
-    target = tmp_path / "new" / "deeper" / "results.json"
-    write_json_atomic(target, {"f1": 0.5, "label": "Zürich"})
-    assert read_json(target) == {"f1": 0.5, "label": "Zürich"}
-    write_json_atomic(target, {"f1": 0.75})
-    assert read_json(target) == {"f1": 0.75}
-    assert [p.name for p in target.parent.iterdir()] == ["results.json"]
