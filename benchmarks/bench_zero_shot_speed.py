@@ -6,9 +6,9 @@
 Issue 10's "prediction speed of (a) vs (b) at the leave-out label counts". Per dataset of the suite: its first
 --sentences records and the labels `evaluate.py --suite` asks for (src/suite.py). The span model runs
 `SpanPredictor.predict` on the records' texts (labels encoded once in a warm-up round, then cached, as a served
-model does); GLiNER runs `predict_gliner` of scripts/evaluate_gliner.py on the records' words, the code that scores
-it (label groups whose prompt fits, word chunks beside the prompt). Both at batch size --batch-size, at their
-default decision rule (the span model's inference.json, GLiNER at 0.5), one torch thread (--threads). Rounds are
+model does); GLiNER runs `src.gliner_prediction.predict_gliner` on the records' words, the code that scores it
+(label groups whose prompt fits, word chunks beside the prompt). Both at batch size --batch-size, at their default
+decision rule (the span model's inference.json, GLiNER at 0.5), one torch thread (--threads). Rounds are
 interleaved (benchmarks/harness.py); sentences/s as median (min-max) and the speed ratio per round.
 """
 
@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--sentences, --repeats and --batch-size must be positive")
     quiet_libraries()
     set_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from evaluate_gliner import load_gliner, predict_gliner
-
+    from src.gliner_prediction import load_gliner, predict_gliner
     from src.inference import SpanPredictor
     from src.suite import load_suite, load_suite_dataset
 

@@ -14,7 +14,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic_files import TMP_SUFFIX, write_json_atomic  # noqa: F401  (re-exported: src/trainer.py imports it here)
+from .atomic_files import TMP_SUFFIX
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_NAME = "trainer_state.json"

@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_scheduler
 
 from .args import ConfigError, DataArgs, TrainingArgs, resolved_config
+from .atomic_files import write_json_atomic
 from .checkpoints import (
     CHECKPOINT_PREFIX,
     EVAL_RESULTS_NAME,
@@ -36,7 +37,6 @@ from .checkpoints import (
     remove_folder,
     resolve_checkpoint,
     rotation_victims,
-    write_json_atomic,
 )
 from .collator import InBatchDataCollator, IndexedRecords, gold_spans, model_inputs
 from .config import SpanModelConfig
