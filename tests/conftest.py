@@ -74,6 +74,19 @@ def tiny_data(tmp_path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def gliner_dir(tiny_backbone, tmp_path_factory):
+    """A uni-encoder GLiNER with a random head around the tiny backbone, saved to a folder (no download)."""
+    import torch
+    from gliner import GLiNER, GLiNERConfig
+
+    torch.manual_seed(0)
+    config = GLiNERConfig(model_name=tiny_backbone, max_width=4, hidden_size=32, dropout=0.0, max_len=50)
+    folder = tmp_path_factory.mktemp("gliner") / "model"
+    GLiNER.from_config(config, backbone_from_pretrained=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def tiny_model(tiny_backbone):
     """A tiny random SpanModel in eval mode (no dropout), rebuilt per test module."""
     import torch

@@ -188,6 +188,18 @@ def test_an_output_of_other_settings_or_of_another_tool_is_refused(reference, ti
     assert read_jsonl(output)[0]["labels"] == ["PER"]
 
 
+def test_a_gliner_teacher_writes_valid_records_with_the_asked_names(gliner_dir, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt", 5)
+    output = tmp_path / "gliner.jsonl"
+    assert annotate.main([str(gliner_dir), "--teacher-type", "gliner", "--input", str(corpus), "--labels",
+                          "PER=person,LOC=location", "--threshold", "0.01", "--output", str(output),
+                          "--no-progress"]) == 0
+    records = read_jsonl(output)  # the training-data validator
+    assert len(records) == 5 and all(r["labels"] == ["PER", "LOC"] for r in records)
+    found = [span["label"] for r in records for span in r["token_spans"]]
+    assert found and set(found) <= {"PER", "LOC"}  # the random head at 0.01 finds plenty, under the asked names
+
+
 def test_bad_teacher_labels_and_input_are_named(tiny_model_dir, tmp_path, capsys):
     corpus = write_corpus(tmp_path / "c.txt", 2)
     assert annotate.main(command(tmp_path / "missing", corpus, tmp_path / "o.jsonl")) == 1

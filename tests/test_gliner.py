@@ -23,19 +23,6 @@ import evaluate_gliner  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def gliner_dir(tiny_backbone, tmp_path_factory):
-    """A uni-encoder GLiNER with a random head around the tiny backbone, saved to a folder (no download)."""
-    import torch
-    from gliner import GLiNER, GLiNERConfig
-
-    torch.manual_seed(0)
-    config = GLiNERConfig(model_name=tiny_backbone, max_width=4, hidden_size=32, dropout=0.0, max_len=50)
-    folder = tmp_path_factory.mktemp("gliner") / "model"
-    GLiNER.from_config(config, backbone_from_pretrained=True).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def gliner_model(gliner_dir):
     return evaluate_gliner.load_gliner(str(gliner_dir))
 
