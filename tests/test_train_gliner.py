@@ -53,7 +53,9 @@ def test_three_steps_are_trained_logged_and_the_model_reloads_offline(trained, m
     # linear warmup over 1 step, then linear decay to 0 at step 3; Trainer logs the rate each update used
     assert [e["head_lr"] for e in log["train_loss"]] == pytest.approx([0.0, 1e-3, 5e-4])
     assert [e["encoder_lr"] for e in log["train_loss"]] == pytest.approx([0.0, 5e-5, 2.5e-5])
-    assert log["wall_time_s"] > 0 and log["steps_per_second"] == pytest.approx(3 / log["wall_time_s"], rel=1e-3)
+    # wall_time_s is rounded to 1 ms, so on a fast run (0.4 s) 3 / wall_time_s may differ by about 0.1%
+    wall = log["wall_time_s"]
+    assert wall > 0 and 3 / (wall + 5e-4) - 1e-4 <= log["steps_per_second"] <= 3 / max(wall - 5e-4, 1e-9) + 1e-4
     assert log["settings"]["train_items"] == 12 and log["settings"]["batch_size"] == 4
     assert not list(output.parent.glob(".model.partial"))
 
