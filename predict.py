@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_documents(path: Path, input_format: str) -> list[dict]:
     """Documents as {"text", optional "id", optional "labels"}; InputError names the file and line on bad input."""
+    from src.data import parse_text_object
+
     if not path.is_file():
         raise InputError(f"{path}: no such input file")
     is_jsonl = input_format == "jsonl" or (input_format == "auto" and path.suffix.lower() in (".jsonl", ".json"))
@@ -65,11 +67,9 @@ def read_documents(path: Path, input_format: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: invalid JSON: {err.msg} (column {err.colno})") from None
-        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
-            raise InputError(f"{path}:{number}: expected an object with a string field 'text'")
+            value = parse_text_object(line)
+        except ValueError as err:
+            raise InputError(f"{path}:{number}: {err}") from None
         labels = value.get("labels")
         if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
             raise InputError(f"{path}:{number}: field 'labels' must be a list of strings")

@@ -222,6 +222,20 @@ def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise DataValidationError(path, number, f"not valid UTF-8 ({error.reason})") from None
 
 
+def parse_text_object(line: str) -> dict:
+    """One JSONL line of raw text to predict or annotate: an object with a string `text` (other keys as given).
+
+    ValueError says what is wrong, without the place; callers prefix "{path}:{line}: ".
+    """
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from None
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        raise ValueError("expected an object with a string field 'text'")
+    return value
+
+
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """Stream a JSONL file's records, validated one line at a time (see `read_jsonl`); memory stays flat.
 

@@ -7,12 +7,11 @@ after n documents skips the first n without parsing them again. Problems raise I
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import DataValidationError, iter_text_lines
+from ..data import DataValidationError, iter_text_lines, parse_text_object
 from .records import Document
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
@@ -62,11 +61,9 @@ def input_files(spec: InputSpec) -> list[tuple[Path, str]]:
 
 def _jsonl_document(path: Path, number: int, line: str, name: str, ordinal: int) -> Document:
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
-    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
-        raise InputError(f"{path}:{number}: expected a JSON object with a string field 'text'")
+        value = parse_text_object(line)
+    except ValueError as error:
+        raise InputError(f"{path}:{number}: {error}") from None
     source = value.get("id", f"{name}:{number}")
     if isinstance(source, bool) or not isinstance(source, str | int) or source == "":
         raise InputError(f"{path}:{number}: field 'id' must be a non-empty string or an integer, got {source!r}")
