@@ -101,8 +101,16 @@ def test_int8_graph_is_quantised_and_the_default(tiny_onnx_dir):
     assert manifest["precision"] == "int8" and set(manifest["token_graphs"]) == {"fp32", "int8"}
     fp32 = tiny_onnx_dir / manifest["token_graphs"]["fp32"]
     int8 = tiny_onnx_dir / manifest["token_graphs"]["int8"]
-    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    graph = onnx.load(str(int8)).graph
+    ops = {node.op_type for node in graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    # Weights carry one scale per output channel (per_channel=True), not one per tensor.
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    weights = [node.input[1] for node in graph.node if node.op_type == "MatMulInteger" and node.input[1] in shapes]
+    assert weights and all(len(shapes[w.removesuffix("_quantized") + "_scale"]) == 1 for w in weights)
+    assert all(shapes[w.removesuffix("_quantized") + "_scale"][0] == shapes[w][1] > 1 for w in weights)
+    assert manifest["int8"] == {"weights": "QInt8", "per_channel": True}
+    assert manifest["attention"]["token_encoder"] == "eager"  # traced with plain attention (see use_plain_attention)
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
     predictor = load_onnx_predictor(tiny_onnx_dir)
     assert predictor.backend.precision == "int8"

@@ -1,0 +1,105 @@
+"""Raw-text prediction of whole documents vs sentence by sentence: does `predict` get document context for free?
+
+    python benchmarks/bench_document_prediction.py --model MODEL_DIR [MODEL_DIR ...] \
+        --data data/processed/conll2003/test.jsonl [--threads 1] [--output FILE.json]
+
+For every model, the records of --data are predicted twice as raw text with `SpanPredictor.predict`, at the
+model's own threshold (its inference.json): (a) each sentence's text alone; (b) each document's sentences (records
+sharing `doc_id`, in `sentence_index` order) joined by single spaces into one text, read in `predict`'s overlapping
+windows of the run's `max_seq_length` subwords, so every sentence sees its neighbours. Both are scored on character
+spans by the project's metric code (`src.scoring.score_predictions`): (a) per sentence, (b) per document with each
+gold span moved to its offset in the document, so every gold entity is scored exactly once in both and a predicted
+span that crosses a sentence boundary counts as a false positive. Records without `doc_id` form one-sentence
+documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import machine_summary, markdown_table, quiet_libraries, set_threads  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, nargs="+", required=True, help="saved model folders")
+    parser.add_argument("--data", type=Path, required=True, help="JSONL records with doc_id/sentence_index")
+    parser.add_argument("--batch-size", type=int, default=16, help="texts (and windows) per forward pass")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
+    return parser
+
+
+def documents_of(records: list[dict]) -> list[dict]:
+    """One record per document: its sentences' tokens and texts joined by single spaces, gold char spans moved."""
+    groups: dict[object, list[dict]] = {}
+    for position, record in enumerate(records):
+        key = record.get("doc_id")
+        groups.setdefault(("doc", key) if key is not None else ("sentence", position), []).append(record)
+    documents = []
+    for key, members in groups.items():
+        if key[0] == "doc":
+            members = sorted(members, key=lambda r: r.get("sentence_index", 0))
+        tokens, texts, spans, offset = [], [], [], 0
+        for record in members:
+            tokens.extend(record["tokens"])
+            texts.append(record["text"])
+            spans.extend({"start": s["start"] + offset, "end": s["end"] + offset, "label": s["label"]}
+                         for s in record["char_spans"])
+            offset += len(record["text"]) + 1
+        documents.append({"id": str(key[1]), "tokens": tokens, "text": " ".join(texts), "char_spans": spans,
+                          "sentences": len(members)})
+    return documents
+
+
+def score(predictor, records: list[dict], labels: list[str], batch_size: int) -> dict:
+    """Predict every record's text and score the character spans; also the wall time of the predictions."""
+    from src.scoring import score_predictions
+
+    start = time.perf_counter()
+    found = predictor.predict([r["text"] for r in records], labels, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    predictions = [[(e["start"], e["end"], e["label"], e["score"]) for e in entities] for entities in found]
+    metrics = score_predictions(records, predictions, annotation_format="text")
+    keys = ("precision", "recall", "f1", "num_gold_entities", "num_predicted_entities", "true_positives")
+    return {**{key: metrics[key] for key in keys}, "seconds": round(seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    set_threads(args.threads)
+    from src.data import label_set, read_jsonl
+    from src.inference import SpanPredictor
+
+    records = read_jsonl(args.data)
+    documents = documents_of(records)
+    labels = label_set(records)
+    print(f"machine: {machine_summary()}")
+    print(f"data: {args.data} | {len(records)} sentences in {len(documents)} documents | labels {labels}")
+    rows, figures = [], {}
+    for model_dir in args.model:
+        predictor = SpanPredictor.from_pretrained(model_dir)
+        sentences = score(predictor, records, labels, args.batch_size)
+        whole = score(predictor, documents, labels, args.batch_size)
+        if sentences["num_gold_entities"] != whole["num_gold_entities"]:
+            raise AssertionError("the document records lost or gained gold entities")
+        figures[str(model_dir)] = {"sentences": sentences, "documents": whole,
+                                   "threshold": predictor.config.threshold, "max_seq_length": predictor.max_seq_length}
+        for mode, m in (("sentence by sentence", sentences), ("whole documents", whole)):
+            rows.append((str(model_dir), mode, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
+                         m["num_gold_entities"], m["num_predicted_entities"], m["seconds"]))
+    print(markdown_table(["model", "input", "precision", "recall", "micro F1", "gold", "predicted", "seconds"], rows))
+    if args.output:
+        args.output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
