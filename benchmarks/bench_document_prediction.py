@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import machine_summary, markdown_table, quiet_libraries, set_threads  # noqa: E402
+from harness import machine_summary, markdown_table, quiet_libraries, score_raw_text, set_threads  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,22 +52,15 @@ def documents_of(records: list[dict]) -> list[dict]:
             spans.extend({"start": s["start"] + offset, "end": s["end"] + offset, "label": s["label"]}
                          for s in record["char_spans"])
             offset += len(record["text"]) + 1
-        documents.append({"id": str(key[1]), "tokens": tokens, "text": " ".join(texts), "char_spans": spans,
-                          "sentences": len(members)})
+        documents.append({"id": str(key[1]), "tokens": tokens, "text": " ".join(texts), "char_spans": spans})
     return documents
 
 
 def score(predictor, records: list[dict], labels: list[str], batch_size: int) -> dict:
     """Predict every record's text and score the character spans; also the wall time of the predictions."""
-    from src.scoring import score_predictions
-
-    start = time.perf_counter()
-    found = predictor.predict([r["text"] for r in records], labels, batch_size=batch_size)
-    seconds = time.perf_counter() - start
-    predictions = [[(e["start"], e["end"], e["label"], e["score"]) for e in entities] for entities in found]
-    metrics = score_predictions(records, predictions, annotation_format="text")
+    metrics = score_raw_text(predictor, records, labels, batch_size)
     keys = ("precision", "recall", "f1", "num_gold_entities", "num_predicted_entities", "true_positives")
-    return {**{key: metrics[key] for key in keys}, "seconds": round(seconds, 1)}
+    return {**{key: metrics[key] for key in keys}, "seconds": round(metrics["seconds"], 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import interleaved, machine_summary, markdown_table, per_round_ratios, quiet_libraries, spread  # noqa: E402
+from harness import (  # noqa: E402
+    interleaved,
+    machine_summary,
+    markdown_table,
+    per_round_ratios,
+    quiet_libraries,
+    score_raw_text,
+    spread,
+)
 
 BATCH_SIZES = (1, 8)
 VARIANTS = ("eager", "onnx fp32", "onnx int8")
@@ -55,11 +63,7 @@ def untrained_model_dir(folder: Path) -> Path:
 
 def micro_f1(predictor, records: list[dict], labels: list[str]) -> dict:
     """Predict every record's text and score the character spans with the project's metric code."""
-    from src.evaluation import score_predictions
-
-    found = predictor.predict([r["text"] for r in records], labels, batch_size=16)
-    predictions = [[(e["start"], e["end"], e["label"], e["score"]) for e in entities] for entities in found]
-    metrics = score_predictions(records, predictions, annotation_format="text")
+    metrics = score_raw_text(predictor, records, labels)
     return {key: metrics[key] for key in ("precision", "recall", "f1", "num_predicted_entities", "num_gold_entities")}
 
 

@@ -139,6 +139,18 @@ def run_probe(script: str | Path, args: Sequence[str], timeout: float = 900) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def score_raw_text(predictor, records: list[dict], labels: Sequence[str], batch_size: int = 16) -> dict:
+    """Predict every record's `text` with `predictor` and score its character spans with the project's metric code
+    (`src.scoring.score_predictions`); the metrics plus `seconds`, the wall time of the predictions."""
+    from src.scoring import score_predictions
+
+    start = time.perf_counter()
+    found = predictor.predict([r["text"] for r in records], list(labels), batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    predictions = [[(e["start"], e["end"], e["label"], e["score"]) for e in entities] for entities in found]
+    return {**score_predictions(records, predictions, annotation_format="text"), "seconds": seconds}
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -27,6 +27,7 @@ TOKEN_TOKENIZER_DIR, TYPE_TOKENIZER_DIR = "token_tokenizer", "type_tokenizer"
 TOKEN_OUTPUTS = ("start", "end", "span_start", "span_end")  # SpanHead.project_boundaries, each [B, L, D]
 QUANTIZATIONS = (None, "int8")
 OPSET_VERSION = 18
+INT8_PER_CHANNEL = True  # int8 weight scales per output channel (see quantize_int8)
 
 
 class TokenGraph(nn.Module):
@@ -100,7 +101,8 @@ def quantize_int8(source: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8,
+                         per_channel=INT8_PER_CHANNEL)
 
 
 def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str | None = None) -> Path:
@@ -159,7 +161,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
             "type_hidden_size": backend.type_hidden_size,
             "max_seq_length": run.get("max_seq_length"),
             "max_type_length": run.get("max_type_length"),
-            "int8": {"weights": "QInt8", "per_channel": True} if quantize == "int8" else None,
+            "int8": {"weights": "QInt8", "per_channel": INT8_PER_CHANNEL} if quantize == "int8" else None,
             "attention": {"token_encoder": _attention_of(model.token_encoder),
                           "type_encoder": _attention_of(model.type_encoder)},
             "versions": _versions(),
