@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.sentences < 1 or args.repeats < 1 or args.batch_size < 1:
         raise SystemExit("--sentences, --repeats and --batch-size must be positive")
+    for flag, folder in (("--span-model", args.span_model), ("--gliner-model", args.gliner_model)):
+        if not Path(folder).is_dir():  # before the suite is read: minutes of loading for a typo otherwise
+            raise SystemExit(f"error: {flag} {folder}: no such model folder (train it first: RESULTS.md, section 5)")
     quiet_libraries()
     set_threads(args.threads)
     from src.gliner_prediction import load_gliner, predict_gliner
