@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="texts (and windows) per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords (default: the training run's)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (auto: cuda when available)")
+    parser.add_argument("--sentences", action=argparse.BooleanOptionalAction, default=None,
+                        help="read each document sentence by sentence (sentence rule, or a line break) instead of in "
+                             "windows (default: on for a model trained with document context, off otherwise)")
+    parser.add_argument("--context-size", type=int, help="with --sentences: subwords of the neighbouring sentences "
+                        "read around each one (default: the training run's context_size; 0: none)")
     return parser
 
 
@@ -113,12 +118,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.backend == "onnx":
         from src.serving.onnx_backend import load_onnx_predictor
 
-        predictor = load_onnx_predictor(args.model_dir, precision=args.precision, max_seq_length=args.max_seq_length)
+        predictor = load_onnx_predictor(args.model_dir, precision=args.precision, max_seq_length=args.max_seq_length,
+                                        sentences=args.sentences, context_size=args.context_size)
     else:
         from src.inference import SpanPredictor
 
         predictor = SpanPredictor.from_pretrained(
-            args.model_dir, device=resolve_device(args.device), max_seq_length=args.max_seq_length
+            args.model_dir, device=resolve_device(args.device), max_seq_length=args.max_seq_length,
+            sentences=args.sentences, context_size=args.context_size,
         )
     rows = predicted_rows(predictor, documents, labels, args)
     if args.output is None:
@@ -137,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threshold must lie strictly between 0 and 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be a positive integer")
+    if args.context_size is not None and args.context_size < 0:
+        parser.error("--context-size must be >= 0")
+    if args.context_size and args.sentences is False:
+        parser.error("--context-size needs --sentences: context is read around each sentence")
     if args.precision is not None and args.backend != "onnx":
         parser.error("--precision goes with --backend onnx")
     try:

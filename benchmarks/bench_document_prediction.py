@@ -1,16 +1,19 @@
-"""Raw-text prediction of whole documents vs sentence by sentence: does `predict` get document context for free?
+"""Raw-text prediction of whole documents vs sentence by sentence: does `predict` read documents as training did?
 
     python benchmarks/bench_document_prediction.py --model MODEL_DIR [MODEL_DIR ...] \
         --data data/processed/conll2003/test.jsonl [--threads 1] [--output FILE.json]
 
-For every model, the records of --data are predicted twice as raw text with `SpanPredictor.predict`, at the
-model's own threshold (its inference.json): (a) each sentence's text alone; (b) each document's sentences (records
-sharing `doc_id`, in `sentence_index` order) joined by single spaces into one text, read in `predict`'s overlapping
-windows of the run's `max_seq_length` subwords, so every sentence sees its neighbours. Both are scored on character
-spans by the project's metric code (`src.scoring.score_predictions`): (a) per sentence, (b) per document with each
-gold span moved to its offset in the document, so every gold entity is scored exactly once in both and a predicted
-span that crosses a sentence boundary counts as a false positive. Records without `doc_id` form one-sentence
-documents.
+For every model, the records of --data are predicted as raw text with `SpanPredictor.predict`, at the model's own
+threshold (its inference.json), four ways: (a) each sentence's text alone; (b) each document (records sharing
+`doc_id`, in `sentence_index` order) as one text, its sentences joined by single spaces, read in `predict`'s
+overlapping windows of the run's `max_seq_length` subwords; (c) the same documents with one sentence per line, read
+in sentence mode (`sentences=True`: split at line breaks and by the sentence rule, each sentence read with the
+model's training `context_size` subwords of its neighbours, none for a model trained without context); (d) the
+space-joined documents of (b) in sentence mode, where only the sentence rule finds the sentences. All are scored on
+character spans by the project's metric code (`src.scoring.score_predictions`): (a) per sentence, (b)-(d) per
+document with each gold span moved to its offset in the document, so every gold entity is scored exactly once and a
+predicted span that crosses a sentence boundary counts as a false positive. Records without `doc_id` form
+one-sentence documents.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def documents_of(records: list[dict]) -> list[dict]:
-    """One record per document: its sentences' tokens and texts joined by single spaces, gold char spans moved."""
+def documents_of(records: list[dict], separator: str = " ") -> list[dict]:
+    """One record per document: its sentences' tokens, and texts joined by `separator` (one character), gold char
+    spans moved."""
     groups: dict[object, list[dict]] = {}
     for position, record in enumerate(records):
         key = record.get("doc_id")
@@ -52,7 +56,7 @@ def documents_of(records: list[dict]) -> list[dict]:
             spans.extend({"start": s["start"] + offset, "end": s["end"] + offset, "label": s["label"]}
                          for s in record["char_spans"])
             offset += len(record["text"]) + 1
-        documents.append({"id": str(key[1]), "tokens": tokens, "text": " ".join(texts), "char_spans": spans})
+        documents.append({"id": str(key[1]), "tokens": tokens, "text": separator.join(texts), "char_spans": spans})
     return documents
 
 
@@ -71,23 +75,33 @@ def main(argv: list[str] | None = None) -> int:
     from src.inference import SpanPredictor
 
     records = read_jsonl(args.data)
-    documents = documents_of(records)
+    documents, documents_by_line = documents_of(records), documents_of(records, "\n")
     labels = label_set(records)
     print(f"machine: {machine_summary()}")
     print(f"data: {args.data} | {len(records)} sentences in {len(documents)} documents | labels {labels}")
     rows, figures = [], {}
     for model_dir in args.model:
-        predictor = SpanPredictor.from_pretrained(model_dir)
-        sentences = score(predictor, records, labels, args.batch_size)
-        whole = score(predictor, documents, labels, args.batch_size)
-        if sentences["num_gold_entities"] != whole["num_gold_entities"]:
+        windows = SpanPredictor.from_pretrained(model_dir, sentences=False)
+        by_sentence = SpanPredictor.from_pretrained(model_dir, sentences=True)  # the run's context_size
+        results = {
+            "sentences": score(windows, records, labels, args.batch_size),
+            "documents": score(windows, documents, labels, args.batch_size),
+            "documents_by_line_sentence_mode": score(by_sentence, documents_by_line, labels, args.batch_size),
+            "documents_sentence_mode": score(by_sentence, documents, labels, args.batch_size),
+        }
+        if len({m["num_gold_entities"] for m in results.values()}) != 1:
             raise AssertionError("the document records lost or gained gold entities")
-        figures[str(model_dir)] = {"sentences": sentences, "documents": whole,
-                                   "threshold": predictor.config.threshold, "max_seq_length": predictor.max_seq_length}
-        for mode, m in (("sentence by sentence", sentences), ("whole documents", whole)):
-            rows.append((str(model_dir), mode, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
-                         m["num_gold_entities"], m["num_predicted_entities"], m["seconds"]))
-    print(markdown_table(["model", "input", "precision", "recall", "micro F1", "gold", "predicted", "seconds"], rows))
+        figures[str(model_dir)] = {**results, "threshold": windows.config.threshold,
+                                   "max_seq_length": windows.max_seq_length, "context_size": by_sentence.context_size}
+        names = {"sentences": "(a) sentence by sentence", "documents": "(b) whole documents, windows",
+                 "documents_by_line_sentence_mode": "(c) documents, a sentence per line, sentence mode",
+                 "documents_sentence_mode": "(d) documents, sentence mode, sentence rule only"}
+        for key, m in results.items():
+            rows.append((str(model_dir), names[key], by_sentence.context_size, f"{m['precision']:.4f}",
+                         f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["num_gold_entities"], m["num_predicted_entities"],
+                         m["seconds"]))
+    print(markdown_table(["model", "input", "context", "precision", "recall", "micro F1", "gold", "predicted",
+                          "seconds"], rows))
     if args.output:
         args.output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .casing import case_id_tensor
 from .context import fit_context
 from .sources import LABEL_SET_MODES
 
@@ -165,6 +166,7 @@ class Windows:
     alignments: list[Alignment]  # per window, in the units of its input
     window_example: list[int]  # per window, the index of its input
     encodings: list  # per window, the tokenizers `Encoding`
+    case_ids: torch.Tensor  # [N, L] long, the letter case of each subword (`src.casing`)
 
 
 def encode_windows(
@@ -207,8 +209,38 @@ def encode_windows(
             start_mask[n, : len(starts)] = torch.tensor(starts)
             end_mask[n, : len(ends)] = torch.tensor(ends)
     return Windows(
-        enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, window_example, enc.encodings
+        enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, window_example, enc.encodings,
+        case_id_tensor(enc.encodings, inputs, window_example, length),
     )
+
+
+def words_with_context(
+    tokenizer: PreTrainedTokenizerBase, pieces: list[tuple[list[str], list[str], list[str]]], *, context_size: int,
+    max_seq_length: int,
+) -> tuple[list[list[str]], list[tuple[int, int]]]:
+    """Per (left context, words, right context) piece: the words the encoder reads and the piece's own word range.
+
+    Context words are added around the piece's words, nearest first, as far as `context_size` subwords and the
+    window (`max_seq_length`, less the special tokens and the piece's own subwords) allow; a piece that fills the
+    window alone gets none. `left` ends with the word nearest the piece, `right` starts with it.
+    """
+    counted = tokenizer(
+        [left + words + right for left, words, right in pieces], is_split_into_words=True,
+        add_special_tokens=False, verbose=False,  # only counted: no warning about lengths over the model's
+    )
+    room = max_seq_length - tokenizer.num_special_tokens_to_add()
+    inputs, targets = [], []
+    for n, (left, words, right) in enumerate(pieces):
+        lengths = Counter(w for w in counted.encodings[n].word_ids if w is not None)
+        own = sum(lengths[len(left) + k] for k in range(len(words)))
+        keep_left, keep_right = fit_context(
+            [lengths[k] for k in range(len(left))],
+            [lengths[len(left) + len(words) + k] for k in range(len(right))],
+            budget=max(0, min(context_size, room - own)),
+        )
+        inputs.append(left[len(left) - keep_left :] + words + right[:keep_right])
+        targets.append((keep_left, keep_left + len(words)))
+    return inputs, targets
 
 
 def gold_spans(record: dict, annotation_format: str) -> list[tuple[int, int, str]]:
@@ -306,37 +338,19 @@ class InBatchDataCollator:
             context_size=self.context_size,
         )
 
-    def inputs_with_context(self, records: list[dict]) -> tuple[list, list[tuple[int, int] | None] | None]:
+    def inputs_with_context(self, records: list[dict]) -> tuple[list, list[tuple[int, int]] | None]:
         """The encoder's input per record and, with `context_size`, the record's word range inside it.
 
         Without context the input is the record's words ("tokens") or text. With it, a record's `left_context` and
-        `right_context` words (see `src.context`) are added around its words, nearest first, as far as
-        `context_size` subwords and the window (`max_seq_length`, less the special tokens and the record's own
-        subwords) allow; a record that fills the window alone gets none.
+        `right_context` words (see `src.context`) are added around its words as `words_with_context` does.
         """
         if self.annotation_format != "tokens":
             return [r["text"] for r in records], None
         if not self.context_size:
             return [r["tokens"] for r in records], None
         pieces = [(r.get("left_context") or [], r["tokens"], r.get("right_context") or []) for r in records]
-        counted = self.token_tokenizer(
-            [left + words + right for left, words, right in pieces], is_split_into_words=True,
-            add_special_tokens=False, verbose=False,  # only counted: no warning about lengths over the model's
-        )
-        room = self.max_seq_length - self.token_tokenizer.num_special_tokens_to_add()
-        inputs, targets = [], []
-        for n, (left, words, right) in enumerate(pieces):
-            lengths = Counter(w for w in counted.encodings[n].word_ids if w is not None)
-            own = sum(lengths[len(left) + k] for k in range(len(words)))
-            budget = min(self.context_size, room - own)
-            keep_left, keep_right = fit_context(
-                [lengths[k] for k in range(len(left))],
-                [lengths[len(left) + len(words) + k] for k in range(len(right))],
-                budget=max(0, budget),
-            )
-            inputs.append(left[len(left) - keep_left :] + words + right[:keep_right])
-            targets.append((keep_left, keep_left + len(words)))
-        return inputs, targets
+        return words_with_context(self.token_tokenizer, pieces, context_size=self.context_size,
+                                  max_seq_length=self.max_seq_length)
 
     def tokenize(self, records: list[dict]):
         """Tokenise a list of records with truncation and padding (a `BatchEncoding` of tensors)."""
@@ -384,9 +398,10 @@ class InBatchDataCollator:
             alignments.append(alignment)
             start_mask[b, : len(starts)] = torch.tensor(starts)
             end_mask[b, : len(ends)] = torch.tensor(ends)
+        rows = list(range(batch_size))
         return Windows(
-            enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, list(range(batch_size)),
-            enc.encodings,
+            enc["input_ids"], enc["attention_mask"], start_mask, end_mask, alignments, rows, enc.encodings,
+            case_id_tensor(enc.encodings, inputs, rows, length),
         )
 
     def record_label_sets(self, records: list[dict]) -> list[frozenset[str] | None]:
@@ -462,6 +477,7 @@ class InBatchDataCollator:
         batch = {
             "input_ids": rows.input_ids,
             "attention_mask": rows.attention_mask,
+            "case_ids": rows.case_ids,
             "start_mask": rows.start_mask,
             "end_mask": rows.end_mask,
             "type_mask": self.type_mask(labels, [record_labels[b] for b in rows.window_example]),
@@ -491,6 +507,7 @@ class InBatchDataCollator:
 MODEL_INPUT_KEYS = (
     "input_ids",
     "attention_mask",
+    "case_ids",
     "start_mask",
     "end_mask",
     "type_input_ids",

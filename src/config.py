@@ -52,6 +52,11 @@ class SpanModelConfig:
     start_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the start-boundary BCE loss."})
     end_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the end-boundary BCE loss."})
     span_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the span BCE loss."})
+    case_features: bool = field(
+        default=False,
+        metadata={"help": "Add a learned letter-case vector to each subword's input embedding (src/casing.py); "
+                          "gives an uncased backbone such as the embedded one back the case of the text."},
+    )
     type_descriptions: dict[str, str] = field(
         default_factory=dict,
         metadata={"help": "Optional label -> text fed to the type encoder instead of the bare label."},

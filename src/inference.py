@@ -17,10 +17,11 @@ from transformers import PreTrainedTokenizerBase
 
 from .args import DataArgs, TrainingArgs
 from .atomic_files import write_json_atomic
-from .collator import default_stride, encode_windows
+from .collator import Windows, default_stride, encode_windows, words_with_context
 from .config import SpanModelConfig
 from .decoding import SpanScoreSource, merge_windows_by_example, resolve_overlaps, scored_candidates
 from .model import SpanModel
+from .text_split import sentence_cuts, split_words
 
 INFERENCE_CONFIG_NAME = "inference.json"
 RUN_CONFIG_NAME = "config.json"  # the trainer's resolved run config, one level above best/, final/, checkpoint-*/
@@ -89,6 +90,19 @@ def read_run_settings(model_dir: str | Path) -> dict:
     return data if is_run_config else {}
 
 
+def document_defaults(run: dict, kwargs: dict) -> dict:
+    """`sentences` and `context_size` of a predictor for a model whose training run's settings are `run`.
+
+    A model trained with document context (`context_size` > 0) reads raw text sentence by sentence with that much
+    context; an explicit `sentences` or `context_size` in `kwargs` wins, and without sentences there is no context.
+    """
+    trained = int(run.get("context_size") or 0)
+    sentences = kwargs.get("sentences")
+    if sentences is None:
+        sentences = trained > 0 or bool(kwargs.get("context_size"))
+    return {"sentences": sentences, "context_size": trained if sentences else 0}
+
+
 def _normalise_labels(labels, num_texts: int) -> list[list[str]]:
     """One shared label list, or one list per text -> one de-duplicated list per text."""
     if isinstance(labels, str):
@@ -136,8 +150,13 @@ class ScoringBackend(Protocol):
     def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
         """Type embeddings [C, H_type] of tokenised type texts [C, T]."""
 
-    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScoreSource:
-        """Boundary logits of a batch [B, L] against type_embeddings [C, H_type], span logits on demand."""
+    def score(
+        self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings, case_ids=None
+    ) -> SpanScoreSource:
+        """Boundary logits of a batch [B, L] against type_embeddings [C, H_type], span logits on demand.
+
+        case_ids [B, L]: the letter case of each subword (`src.casing`), read by models with `case_features`.
+        """
 
 
 class TorchBackend:
@@ -166,8 +185,11 @@ class TorchBackend:
     def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode_types(type_input_ids, type_attention_mask)
 
-    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScoreSource:
-        return self.model.score(input_ids, attention_mask, start_mask, end_mask, type_embeddings=type_embeddings)
+    def score(
+        self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings, case_ids=None
+    ) -> SpanScoreSource:
+        return self.model.score(input_ids, attention_mask, start_mask, end_mask, case_ids=case_ids,
+                                type_embeddings=type_embeddings)
 
 
 @dataclass(frozen=True)
@@ -181,12 +203,39 @@ class TextQuery:
     multi_label: bool = False
 
 
+@dataclass
+class TextPieces:
+    """What the encoder reads for a chunk of queries: one input per query (a whole text), or one per sentence.
+
+    `owner[k]` is the query of input k; `offsets[k]` (sentence mode) holds the character offsets of input k's own
+    words in its query's text, which turn its word units back into characters.
+    """
+
+    windows: Windows
+    owner: list[int]
+    offsets: list[list[tuple[int, int]]] | None = None
+
+
+def split_sentences(text: str) -> tuple[list[str], list[tuple[int, int]], list[tuple[int, int]]]:
+    """A raw text's words (`src.text_split` word rule), their character offsets, and its sentences as
+    (first word, end word) ranges; a sentence ends by the sentence rule or at a line break."""
+    words, offsets = split_words(text)
+    bounds = [0, *sentence_cuts(words, offsets, text, line_breaks=True), len(words)] if words else []
+    return words, offsets, list(zip(bounds, bounds[1:], strict=False))
+
+
 class SpanPredictor:
     """A model ready for prediction: window settings, decoding defaults and a cache of type embeddings.
 
     Each distinct label is encoded once (its saved description when the model has one) and kept, so a label
     set of any size costs one pass of the type encoder, in chunks of `type_batch_size`, over the predictor's life.
     `model` is a `SpanModel` or any `ScoringBackend` (e.g. an exported ONNX model).
+
+    Raw texts are read in overlapping windows of `max_seq_length` subwords by default. With `sentences` each text
+    is split into sentences instead (`split_sentences`) and each sentence is read on its own, with up to
+    `context_size` subwords of its neighbouring sentences around it as document context, as a model trained with
+    `context_size` read its training data; spans stay inside a sentence. `from_pretrained` turns this on for
+    models trained with document context.
     """
 
     def __init__(
@@ -198,7 +247,16 @@ class SpanPredictor:
         stride: int | None = None,
         max_type_length: int | None = None,
         type_batch_size: int = 256,
+        sentences: bool = False,
+        context_size: int = 0,
     ) -> None:
+        if not isinstance(sentences, bool):
+            raise TypeError(f"sentences must be true or false, got {sentences!r}")
+        if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 0:
+            raise ValueError(f"context_size must be an integer >= 0, got {context_size!r}")
+        if context_size and not sentences:
+            raise ValueError("context_size needs sentences=True: document context is read around each sentence")
+        self.sentences, self.context_size = sentences, context_size
         self.backend = TorchBackend(model) if isinstance(model, SpanModel) else model
         self.config = inference_config or InferenceConfig()
         limit = self.backend.max_positions  # never a window the encoder cannot read
@@ -213,11 +271,12 @@ class SpanPredictor:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", **kwargs) -> SpanPredictor:
-        """Load a model folder with its `inference.json`; window and type lengths default to its training run's."""
+        """Load a model folder with its `inference.json`; window and type lengths and document context (sentence
+        mode with the run's `context_size`) default to its training run's."""
         model = SpanModel.from_pretrained(directory).to(device)
         run = read_run_settings(directory)
         defaults = {"inference_config": load_inference_config(directory), "max_seq_length": run.get("max_seq_length"),
-                    "max_type_length": run.get("max_type_length")}
+                    "max_type_length": run.get("max_type_length"), **document_defaults(run, kwargs)}
         for key, value in defaults.items():
             if kwargs.get(key) is None:  # an explicit None means "the default" too
                 kwargs[key] = value
@@ -310,6 +369,29 @@ class SpanPredictor:
                 results[i] = found
         return results
 
+    def pieces(self, queries: list[TextQuery]) -> TextPieces:
+        """Tokenise a chunk of queries: each text in windows, or (`sentences`) each sentence with its context."""
+        tokenizer = self.backend.token_tokenizer
+        if not self.sentences:
+            windows = encode_windows(tokenizer, [q.text for q in queries], annotation_format="text",
+                                     max_seq_length=self.max_seq_length, stride=self.stride)
+            return TextPieces(windows, list(range(len(queries))))
+        owner, offsets, pieces = [], [], []
+        for q, query in enumerate(queries):
+            words, word_offsets, bounds = split_sentences(query.text)
+            for first, end in bounds:  # a word is at least one subword: context_size words are always enough
+                owner.append(q)
+                offsets.append(word_offsets[first:end])
+                pieces.append((words[max(0, first - self.context_size) : first], words[first:end],
+                               words[end : end + self.context_size]))
+        if not pieces:
+            return TextPieces(None, owner, offsets)
+        inputs, targets = words_with_context(tokenizer, pieces, context_size=self.context_size,
+                                             max_seq_length=self.max_seq_length)
+        windows = encode_windows(tokenizer, inputs, annotation_format="tokens", max_seq_length=self.max_seq_length,
+                                 stride=self.stride, targets=targets)
+        return TextPieces(windows, owner, offsets)
+
     def _predict_chunk(self, queries: list[TextQuery], batch_size: int) -> list[list[dict]]:
         union = list(dict.fromkeys(label for query in queries for label in query.labels))
         if not union:
@@ -327,14 +409,14 @@ class SpanPredictor:
         first = queries[0]
         best_type_only = all((q.labels, q.thresholds, q.multi_label) == (first.labels, first.thresholds, False)
                              for q in queries)
-        windows = encode_windows(
-            self.backend.token_tokenizer, [q.text for q in queries], annotation_format="text",
-            max_seq_length=self.max_seq_length, stride=self.stride,
-        )
+        pieces = self.pieces(queries)
+        windows = pieces.windows
+        if windows is None:  # sentence mode, and no query has a word
+            return [[] for _ in queries]
         example_mask = torch.zeros(len(queries), len(union), dtype=torch.bool)  # [B, C]
         for b, query in enumerate(queries):
             example_mask[b, [type_index[label] for label in query.labels]] = True
-        type_mask = example_mask[windows.window_example]  # [N, C]
+        type_mask = example_mask[[pieces.owner[k] for k in windows.window_example]]  # [N, C]
         row_candidates: list[list[tuple]] = []
         for begin in range(0, len(windows.window_example), batch_size):
             rows = slice(begin, begin + batch_size)
@@ -345,6 +427,7 @@ class SpanPredictor:
                 windows.start_mask[rows].to(self.device),
                 windows.end_mask[rows].to(self.device),
                 type_embeddings=type_embeddings,
+                case_ids=windows.case_ids[rows].to(self.device),
             )
             row_candidates += scored_candidates(
                 scores, threshold=lowest, type_mask=type_mask[rows].to(self.device), best_type_only=best_type_only
@@ -352,9 +435,16 @@ class SpanPredictor:
         merged = merge_windows_by_example(
             windows.window_example,
             [a.candidates_to_units(c) for a, c in zip(windows.alignments, row_candidates, strict=True)],
-            [a.covered_units() for a in windows.alignments], len(queries),
+            [a.covered_units() for a in windows.alignments], len(pieces.owner),
         )
-        return [_decode_query(query, candidates, type_index) for query, candidates in zip(queries, merged, strict=True)]
+        by_query: list[list[tuple]] = [[] for _ in queries]
+        for k, candidates in enumerate(merged):
+            if pieces.offsets is not None:  # word units (inclusive end) of a sentence -> characters of its text
+                words = pieces.offsets[k]
+                candidates = [(words[s][0], words[e][1] - 1, *rest) for s, e, *rest in candidates]
+            by_query[pieces.owner[k]] += candidates
+        return [_decode_query(query, candidates, type_index)
+                for query, candidates in zip(queries, by_query, strict=True)]
 
 
 def _decode_query(query: TextQuery, candidates: list[tuple], type_index: dict[str, int]) -> list[dict]:

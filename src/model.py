@@ -16,9 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .casing import CASE_NONE, NUM_CASE_CLASSES
 from .config import SpanModelConfig, resolve_model_name_or_path
 
 HEAD_WEIGHTS_NAME = "span_head.safetensors"
+CASE_WEIGHTS_NAME = "case_embedding.safetensors"  # only for models with `case_features`
 LEGACY_HEAD_WEIGHTS_NAME = "model.pt"  # written by the first releases (torch.save); still read
 MIN_TEMPERATURE = 1e-2  # keeps 1/temperature finite in bf16 and the logits bounded by +-100
 
@@ -305,6 +307,13 @@ class SpanModel(nn.Module):
         self.token_tokenizer = token_tokenizer
         self.type_tokenizer = type_tokenizer
         self.span_head = SpanHead(config, token_encoder.config.hidden_size, type_encoder.config.hidden_size)
+        self.case_embedding: nn.Embedding | None = None
+        if config.case_features:
+            # Zero at the start, so training begins from the backbone's own input embeddings; CASE_NONE (special
+            # tokens, padding) stays zero.
+            self.case_embedding = nn.Embedding(NUM_CASE_CLASSES, token_encoder.config.hidden_size,
+                                               padding_idx=CASE_NONE)
+            nn.init.zeros_(self.case_embedding.weight)
 
     @classmethod
     def from_config(cls, config: SpanModelConfig) -> SpanModel:
@@ -321,6 +330,22 @@ class SpanModel(nn.Module):
         out = self.type_encoder(input_ids=type_input_ids, attention_mask=type_attention_mask)
         return out.last_hidden_state[:, 0]  # [C, H_type]
 
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The token encoder's last hidden states [B, L, H] of input_ids / attention_mask [B, L].
+
+        With `case_features` the input embeddings get the case vectors of case_ids [B, L] (the collator's
+        `case_ids`) added; models without it ignore case_ids.
+        """
+        if self.case_embedding is None:
+            return self.token_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if case_ids is None:
+            raise ValueError("this model reads letter case (config 'case_features'): pass case_ids [B, L], as the "
+                             "collator and encode_windows build them")
+        embeddings = self.token_encoder.get_input_embeddings()(input_ids) + self.case_embedding(case_ids)
+        return self.token_encoder(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
+
     def score(
         self,
         input_ids: torch.Tensor,
@@ -328,6 +353,7 @@ class SpanModel(nn.Module):
         start_mask: torch.Tensor,
         end_mask: torch.Tensor,
         *,
+        case_ids: torch.Tensor | None = None,
         type_input_ids: torch.Tensor | None = None,
         type_attention_mask: torch.Tensor | None = None,
         type_embeddings: torch.Tensor | None = None,
@@ -340,7 +366,7 @@ class SpanModel(nn.Module):
             if type_input_ids is None:
                 raise ValueError("SpanModel needs type_input_ids or type_embeddings")
             type_embeddings = self.encode_types(type_input_ids, type_attention_mask)
-        token_states = self.token_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        token_states = self.token_states(input_ids, attention_mask, case_ids)
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
         tokens = self.span_head.token_vectors(token_states, start_mask, end_mask)
         return self.span_head.scores(tokens, type_embeddings, start_mask, end_mask)
@@ -351,6 +377,7 @@ class SpanModel(nn.Module):
         attention_mask: torch.Tensor,
         start_mask: torch.Tensor,
         end_mask: torch.Tensor,
+        case_ids: torch.Tensor | None = None,
         type_input_ids: torch.Tensor | None = None,
         type_attention_mask: torch.Tensor | None = None,
         type_embeddings: torch.Tensor | None = None,
@@ -361,11 +388,13 @@ class SpanModel(nn.Module):
     ) -> SpanModelOutput:
         """Score all legal spans against all types; pass either type token ids or precomputed `type_embeddings`.
 
-        input_ids, attention_mask, start_mask, end_mask: [B, L]; type_input_ids, type_attention_mask: [C, T];
-        type_embeddings: [C, H_type]; type_mask: [B, C] (default all True); labels as in `span_loss`.
+        input_ids, attention_mask, start_mask, end_mask, case_ids (see `token_states`): [B, L];
+        type_input_ids, type_attention_mask: [C, T]; type_embeddings: [C, H_type]; type_mask: [B, C] (default all
+        True); labels as in `span_loss`.
         """
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        scores = self.score(input_ids, attention_mask, start_mask, end_mask, type_input_ids=type_input_ids,
+        scores = self.score(input_ids, attention_mask, start_mask, end_mask, case_ids=case_ids,
+                            type_input_ids=type_input_ids,
                             type_attention_mask=type_attention_mask, type_embeddings=type_embeddings)
         start_logits, end_logits, span_mask = scores.start_logits, scores.end_logits, scores.span_mask
         span_logits = scores.dense_span_logits()  # [B, C, L, W]
@@ -391,7 +420,8 @@ class SpanModel(nn.Module):
         return SpanModelOutput(start_logits, end_logits, span_logits, span_mask, loss)
 
     def save_pretrained(self, save_directory: str | Path) -> None:
-        """Write config.json, token_encoder/, type_encoder/ (weights + tokenizer) and span_head.safetensors."""
+        """Write config.json, token_encoder/, type_encoder/ (weights + tokenizer), span_head.safetensors and, with
+        `case_features`, case_embedding.safetensors."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         self.config.save(path / "config.json")
@@ -403,6 +433,8 @@ class SpanModel(nn.Module):
             tokenizer.save_pretrained(path / name)
         state = {k: v.detach().cpu().contiguous() for k, v in self.span_head.state_dict().items()}
         save_file(state, path / HEAD_WEIGHTS_NAME)
+        if self.case_embedding is not None:
+            save_file({"weight": self.case_embedding.weight.detach().cpu().contiguous()}, path / CASE_WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu") -> SpanModel:
@@ -421,4 +453,8 @@ class SpanModel(nn.Module):
         else:
             raise FileNotFoundError(f"{path}: no span-head weights ({HEAD_WEIGHTS_NAME})")
         model.span_head.load_state_dict(state)
+        if model.case_embedding is not None:
+            if not (path / CASE_WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{path}: config.json sets case_features but {CASE_WEIGHTS_NAME} is missing")
+            model.case_embedding.load_state_dict(load_file(path / CASE_WEIGHTS_NAME, device=str(map_location)))
         return model.eval()

@@ -127,6 +127,8 @@ def freeze_parameters(model: SpanModel, args: TrainingArgs) -> None:
 def build_optimizer(model: SpanModel, args: TrainingArgs) -> torch.optim.Optimizer:
     """AdamW with encoder and span-head groups (own learning rates); no decay on biases and norm weights.
 
+    The case embedding (`case_features`) is new like the span head and learns at the head's rate.
+
     `args.optim` picks the fused kernel (the default, as in transformers; about 5x faster on CPU for a
     MiniLM-sized model) or the per-tensor loop.
     """
@@ -135,7 +137,7 @@ def build_optimizer(model: SpanModel, args: TrainingArgs) -> torch.optim.Optimiz
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = head_lr if name.startswith("span_head.") else args.learning_rate
+        lr = head_lr if name.startswith(("span_head.", "case_embedding.")) else args.learning_rate
         no_decay = param.ndim < 2 or "norm" in name.lower() or name.endswith("log_temperature")
         groups.setdefault((lr, 0.0 if no_decay else args.weight_decay), []).append(param)
     param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]

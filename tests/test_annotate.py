@@ -16,8 +16,8 @@ from src.data import read_jsonl
 from src.generation.annotator import Batch, annotate_batch
 from src.generation.pieces import cut_pieces
 from src.generation.records import AnnotationSettings, Document
-from src.generation.words import restore_offsets, split_words
 from src.generation.writer import ResumableWriter, manifest_path
+from src.text_split import restore_offsets, split_words
 
 from .conftest import REPO_ROOT
 from .training_runs import subprocess_env, train_in_process, write_run_config

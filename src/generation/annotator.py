@@ -10,9 +10,9 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..text_split import split_words
 from .records import AnnotationSettings, Document, build_records
 from .teachers import Teacher, TeacherSpec, WordDocument, load_teacher
-from .words import split_words
 
 # Counts each batch reports (plus "entities[<label>]" per label); the manifest sums them over the run.
 STAT_KEYS = (

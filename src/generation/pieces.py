@@ -1,4 +1,5 @@
-"""Cut a document's words into the pieces written as records: sentences, and windows of at most N words.
+"""Cut a document's words into the pieces written as records: sentences (`src.text_split`), and windows of at most
+N words.
 
 Cuts never fall inside an entity the teacher found, unless an entity is longer than the window itself (it is then
 cut, and lost). The teacher always reads the whole document, so a piece's entities were found with full context.
@@ -8,45 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SENTENCE_ENDS = frozenset(".!?…")
-CLOSERS = frozenset("\"'”’)]»")  # may follow the sentence end and belong to the sentence before the cut
-# A "." after one of these (any case) ends no sentence: "Mr. Smith", "Corp. said".
-ABBREVIATIONS = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "inc", "ltd", "co", "corp", "vs", "etc", "no", "gen", "sen",
-    "rep", "gov", "lt", "col", "capt", "mt", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
-    "nov", "dec", "e.g", "i.e", "fig", "approx",
-})
+from ..text_split import sentence_cuts
 
 
 def _inside_entity(cut: int, entities: Sequence[tuple[int, int]]) -> bool:
     return any(start < cut < end for start, end in entities)
-
-
-def sentence_cuts(
-    words: Sequence[str], offsets: Sequence[tuple[int, int]], original: str, entities: Sequence[tuple[int, int]]
-) -> list[int]:
-    """Word indices where a new sentence starts (never 0 or len(words)), by the documented rule.
-
-    A sentence ends after ".", "!", "?" or "…" (with any closing quotes or brackets after it) when the next word
-    starts with an upper-case letter or a digit, unless it is a "." after a single letter ("U.S.") or after one of
-    ABBREVIATIONS; a blank line in the original always ends one. No cut falls inside an entity.
-    """
-    cuts = []
-    for k in range(1, len(words)):
-        gap = original[offsets[k - 1][1] : offsets[k][0]]
-        if gap.count("\n") >= 2:
-            ends = True
-        else:
-            last = k - 1
-            while last > 0 and words[last] in CLOSERS:
-                last -= 1
-            ends = words[last] in SENTENCE_ENDS and (words[k][0].isupper() or words[k][0].isdigit())
-            if ends and words[last] == "." and last > 0:
-                before = words[last - 1]
-                ends = not (len(before) == 1 and before.isalpha()) and before.lower() not in ABBREVIATIONS
-        if ends and not _inside_entity(k, entities):
-            cuts.append(k)
-    return cuts
 
 
 def window_cuts(begin: int, end: int, max_words: int, entities: Sequence[tuple[int, int]]) -> tuple[list[int], int]:

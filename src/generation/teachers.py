@@ -1,7 +1,7 @@
 """Teachers: the models that label raw text for generation, behind one interface (spans in word units).
 
 `SpanTeacher` runs a saved span model through `SpanPredictor` on the original text (character offsets, mapped to
-the words of src/generation/words.py); `GlinerTeacher` feeds those words to a GLiNER model. Both load offline.
+the words of src/text_split.py); `GlinerTeacher` feeds those words to a GLiNER model. Both load offline.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from ..config import SpanModelConfig
-from ..inference import SpanPredictor, load_inference_config
+from ..inference import SpanPredictor, document_defaults, load_inference_config
 from ..model import HEAD_WEIGHTS_NAME, SpanHead, SpanScores, TokenVectors
 from .onnx_export import FORMAT_VERSION, MANIFEST_NAME, TOKEN_OUTPUTS, TOKEN_TOKENIZER_DIR, TYPE_TOKENIZER_DIR
 
@@ -74,6 +74,8 @@ class OnnxBackend:
         token_graph = directory / graphs[self.precision]
         self.token_session = _session(token_graph, threads)
         self.type_session = _session(directory / self.manifest["type_graph"], threads)
+        # A graph of a model with case_features takes case_ids as a third input (onnx_export.CasedTokenGraph).
+        self.reads_case = "case_ids" in {i.name for i in self.token_session.get_inputs()}
         outputs = [o.name for o in self.token_session.get_outputs()]
         if outputs != list(TOKEN_OUTPUTS):
             raise ValueError(f"{token_graph}: outputs {outputs}, expected {list(TOKEN_OUTPUTS)}")
@@ -90,8 +92,12 @@ class OnnxBackend:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def _run(self, session, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[np.ndarray]:
+    def _run(
+        self, session, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None
+    ) -> list[np.ndarray]:
         feed = {"input_ids": input_ids.cpu().long().numpy(), "attention_mask": attention_mask.cpu().long().numpy()}
+        if case_ids is not None:
+            feed["case_ids"] = case_ids.cpu().long().numpy()
         return session.run(None, feed)
 
     @torch.no_grad()
@@ -101,7 +107,9 @@ class OnnxBackend:
         [embeddings] = self._run(self.type_session, type_input_ids, type_attention_mask)
         return torch.from_numpy(embeddings)  # [C, H_type]
 
-    def _token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+    def _token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """The token graph's four [B, L, D] outputs.
 
         The int8 graph quantises each activation with one scale computed over its whole input tensor, so run on a
@@ -109,11 +117,17 @@ class OnnxBackend:
         therefore run window by window on each window's own unpadded length: a text's int8 scores are then the
         same whatever shares its batch, in `predict` and in the server alike. fp32 runs the batch at once.
         """
+        if not self.reads_case:
+            case_ids = None
+        elif case_ids is None:
+            raise ValueError(f"{self.directory}: this model reads letter case (case_features): pass case_ids")
         if self.precision != "int8":
-            return [torch.from_numpy(array) for array in self._run(self.token_session, input_ids, attention_mask)]
+            return [torch.from_numpy(array)
+                    for array in self._run(self.token_session, input_ids, attention_mask, case_ids)]
         batch_size, length = input_ids.shape
         keep = attention_mask.bool()  # [B, L]: each window's own positions, wherever the padding side puts them
-        rows = [self._run(self.token_session, input_ids[b][keep[b]][None], attention_mask[b][keep[b]][None])
+        rows = [self._run(self.token_session, input_ids[b][keep[b]][None], attention_mask[b][keep[b]][None],
+                          None if case_ids is None else case_ids[b][keep[b]][None])
                 for b in range(batch_size)]
         dense = []
         for k in range(len(TOKEN_OUTPUTS)):
@@ -124,9 +138,9 @@ class OnnxBackend:
         return dense
 
     @torch.no_grad()
-    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings) -> SpanScores:
+    def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings, case_ids=None) -> SpanScores:
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        dense = self._token_states(input_ids, attention_mask)
+        dense = self._token_states(input_ids, attention_mask, case_ids)
         tokens = TokenVectors.from_positions(*dense, start_mask, end_mask)  # four [B, L, D] -> boundary rows
         return self.head.scores(tokens, type_embeddings, start_mask, end_mask)
 
@@ -141,7 +155,8 @@ def load_onnx_predictor(
     backend = OnnxBackend(directory, precision=precision, threads=threads)
     defaults = {"inference_config": load_inference_config(directory),
                 "max_seq_length": backend.manifest.get("max_seq_length"),
-                "max_type_length": backend.manifest.get("max_type_length")}
+                "max_type_length": backend.manifest.get("max_type_length"),
+                **document_defaults({"context_size": backend.manifest.get("context_size")}, kwargs)}
     for key, value in defaults.items():
         if kwargs.get(key) is None:
             kwargs[key] = value

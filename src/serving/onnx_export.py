@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..casing import case_id_tensor
 from ..inference import INFERENCE_CONFIG_NAME, TorchBackend, read_run_settings
 from ..model import HEAD_WEIGHTS_NAME, SpanModel
 
@@ -24,6 +25,8 @@ TOKEN_GRAPH_NAME = "token_encoder.onnx"
 TOKEN_GRAPH_INT8_NAME = "token_encoder.int8.onnx"
 TYPE_GRAPH_NAME = "type_encoder.onnx"
 TOKEN_TOKENIZER_DIR, TYPE_TOKENIZER_DIR = "token_tokenizer", "type_tokenizer"
+TOKEN_INPUTS = ("input_ids", "attention_mask")  # and the type graph's
+CASED_TOKEN_INPUTS = (*TOKEN_INPUTS, "case_ids")  # a model with `case_features`
 TOKEN_OUTPUTS = ("start", "end", "span_start", "span_end")  # SpanHead.project_boundaries, each [B, L, D]
 QUANTIZATIONS = (None, "int8")
 OPSET_VERSION = 18
@@ -35,11 +38,19 @@ class TokenGraph(nn.Module):
 
     def __init__(self, model: SpanModel) -> None:
         super().__init__()
-        self.encoder, self.head = model.token_encoder, model.span_head
+        self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
-        return self.head.project_boundaries(states, states)
+        states = self.model.token_states(input_ids, attention_mask)  # [B, L, H]
+        return self.model.span_head.project_boundaries(states, states)
+
+
+class CasedTokenGraph(TokenGraph):
+    """`TokenGraph` of a model with `case_features`: a third input, case_ids [B, L] (`src.casing`)."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor):
+        states = self.model.token_states(input_ids, attention_mask, case_ids)  # [B, L, H]
+        return self.model.span_head.project_boundaries(states, states)
 
 
 class TypeGraph(nn.Module):
@@ -53,20 +64,26 @@ class TypeGraph(nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
 
 
-def _example_inputs(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _example_inputs(tokenizer, texts: list[str], *, with_case: bool = False) -> tuple[torch.Tensor, ...]:
+    """input_ids, attention_mask [B, L] of `texts`, and their case_ids [B, L] when `with_case`."""
     enc = tokenizer(texts, padding=True, return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+    inputs = (enc["input_ids"], enc["attention_mask"])
+    if not with_case:
+        return inputs
+    return (*inputs, case_id_tensor(enc.encodings, texts, list(range(len(texts))), enc["input_ids"].shape[1]))
 
 
-def _export_graph(module: nn.Module, inputs: tuple, path: Path, output_names: list[str], max_length: int) -> None:
-    """Export with the torch.export-based exporter; batch and sequence axes stay dynamic."""
+def _export_graph(
+    module: nn.Module, inputs: tuple, path: Path, input_names: list[str], output_names: list[str], max_length: int
+) -> None:
+    """Export with the torch.export-based exporter; batch and sequence axes of every input stay dynamic."""
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
     axes = {0: batch, 1: length}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" per graph
     with torch.no_grad():
         program = torch.onnx.export(
-            module.eval(), inputs, input_names=["input_ids", "attention_mask"], output_names=output_names,
-            dynamic_shapes={"input_ids": axes, "attention_mask": axes}, dynamo=True, opset_version=OPSET_VERSION,
+            module.eval(), inputs, input_names=input_names, output_names=output_names,
+            dynamic_shapes={name: axes for name in input_names}, dynamo=True, opset_version=OPSET_VERSION,
             verbose=False,
         )
     program.save(str(path))
@@ -127,20 +144,23 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         # Two texts of different lengths: the example batch has padding, so no branch on "no padding" is traced.
-        token_inputs = _example_inputs(model.token_tokenizer, ["Ada Lovelace was born in London .", "Paris"])
+        with_case = model.case_embedding is not None
+        token_inputs = _example_inputs(model.token_tokenizer, ["Ada Lovelace was born in London .", "Paris"],
+                                       with_case=with_case)
         token_graphs = {"fp32": TOKEN_GRAPH_NAME}
-        _export_graph(TokenGraph(model), token_inputs, staging / TOKEN_GRAPH_NAME, list(TOKEN_OUTPUTS),
-                      backend.max_positions)
+        token_input_names = list(CASED_TOKEN_INPUTS if with_case else TOKEN_INPUTS)
+        _export_graph(CasedTokenGraph(model) if with_case else TokenGraph(model), token_inputs,
+                      staging / TOKEN_GRAPH_NAME, token_input_names, list(TOKEN_OUTPUTS), backend.max_positions)
         if quantize == "int8":  # the fp32 graph stays beside it, for comparison (OnnxBackend's `precision`)
             quantize_int8(staging / TOKEN_GRAPH_NAME, staging / TOKEN_GRAPH_INT8_NAME)
             token_graphs["int8"] = TOKEN_GRAPH_INT8_NAME
         type_inputs = _example_inputs(model.type_tokenizer, ["person", "geopolitical entity"])
         type_positions = getattr(model.type_encoder.config, "max_position_embeddings", None) or 512
-        _export_graph(TypeGraph(model), type_inputs, staging / TYPE_GRAPH_NAME, ["type_embeddings"],
-                      min(type_positions, model.type_tokenizer.model_max_length))
+        _export_graph(TypeGraph(model), type_inputs, staging / TYPE_GRAPH_NAME, list(TOKEN_INPUTS),
+                      ["type_embeddings"], min(type_positions, model.type_tokenizer.model_max_length))
         model.token_tokenizer.save_pretrained(staging / TOKEN_TOKENIZER_DIR)
         model.type_tokenizer.save_pretrained(staging / TYPE_TOKENIZER_DIR)
-        for name in ("config.json", HEAD_WEIGHTS_NAME, INFERENCE_CONFIG_NAME):
+        for name in ("config.json", HEAD_WEIGHTS_NAME, INFERENCE_CONFIG_NAME):  # the case embedding is in the graph
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, staging / name)
         if not (staging / HEAD_WEIGHTS_NAME).is_file():  # a legacy model.pt folder: write the head as safetensors
@@ -154,6 +174,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
             "precision": quantize or "fp32",  # the token graph a backend runs by default
             "token_graphs": token_graphs,
             "type_graph": TYPE_GRAPH_NAME,
+            "token_inputs": token_input_names,
             "token_outputs": list(TOKEN_OUTPUTS),
             "opset": OPSET_VERSION,
             "max_positions": backend.max_positions,
@@ -161,6 +182,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
             "type_hidden_size": backend.type_hidden_size,
             "max_seq_length": run.get("max_seq_length"),
             "max_type_length": run.get("max_type_length"),
+            "context_size": run.get("context_size"),  # document context: predictors read sentence by sentence
             "int8": {"weights": "QInt8", "per_channel": INT8_PER_CHANNEL} if quantize == "int8" else None,
             "attention": {"token_encoder": _attention_of(model.token_encoder),
                           "type_encoder": _attention_of(model.type_encoder)},

@@ -144,6 +144,8 @@ def create_app(predictor: SpanPredictor, settings: ServerSettings, *, model_name
             "labels_cached": predictor.cached_type_texts,
             "decoding": asdict(predictor.config),
             "max_seq_length": predictor.max_seq_length,
+            "sentences": predictor.sentences,
+            "context_size": predictor.context_size,
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("host", "port")},
             "stats": asdict(batcher.stats),
         }
