@@ -1,6 +1,7 @@
 """Training-step cost of the SpanModel against a bare encoder step and a Hugging Face token-classification step.
 
     python benchmarks/bench_train.py [--repeats 20] [--batch-size 16] [--batches 4] [--no-memory] [--no-breakdown]
+        [--case-features]
 
 On the same pre-collated CoNLL-2003 training batches and the embedded backbone (all-MiniLM-L6-v2), each repetition
 runs, in rotated order: (a) the token encoder alone (forward, a trivial loss, backward, AdamW step), (b) the SpanModel
@@ -71,10 +72,11 @@ class TrainSteps:
     def __init__(
         self, batches: list[list[tuple[int, dict]]], max_seq_length: int, variants=VARIANTS,
         optim: str = TrainingArgs.optim, freeze_type_embeddings: bool = TrainingArgs.freeze_type_embeddings,
+        case_features: bool = False,
     ) -> None:
         torch.manual_seed(0)
         path = resolve_model_name_or_path(BACKBONE)
-        config = SpanModelConfig(max_span_length=30, type_descriptions=TYPE_DESCRIPTIONS)
+        config = SpanModelConfig(max_span_length=30, type_descriptions=TYPE_DESCRIPTIONS, case_features=case_features)
         self.span_model = SpanModel.from_config(config).train()
         self.collator = InBatchDataCollator(
             self.span_model.token_tokenizer, self.span_model.type_tokenizer, annotation_format="tokens",
@@ -240,7 +242,8 @@ def collation_seconds(steps: TrainSteps, batches, repeats: int) -> dict[str, lis
 def memory_probe(args) -> dict:
     """In this (fresh) process: RSS growth of `--memory-steps` steps of one variant."""
     steps = TrainSteps(sample_items(args.batches, args.batch_size), args.max_seq_length, variants=(args.probe,),
-                       optim=args.optim, freeze_type_embeddings=not args.train_type_embeddings)
+                       optim=args.optim, freeze_type_embeddings=not args.train_type_embeddings,
+                       case_features=args.case_features)
     with PeakMemory() as peak:
         for _ in range(args.memory_steps):
             steps.step(args.probe)
@@ -264,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="AdamW implementation of all three variants (default: the trainer's)")
     parser.add_argument("--train-type-embeddings", action="store_true",
                         help="(b) trains the type encoder's word embeddings too (freeze_type_embeddings false)")
+    parser.add_argument("--case-features", action="store_true",
+                        help="(b) with case_features (letter-case vectors added to the input embeddings)")
     parser.add_argument("--probe", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is steady on a shared machine, "
                         "0 = torch's default (one per core)")
@@ -277,13 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter()
     batches = sample_items(args.batches, args.batch_size)
     steps = TrainSteps(batches, args.max_seq_length, optim=args.optim,
-                       freeze_type_embeddings=not args.train_type_embeddings)
+                       freeze_type_embeddings=not args.train_type_embeddings, case_features=args.case_features)
     lengths = [b["input_ids"].shape[1] for b in steps.span_batches]
     types = [b["type_input_ids"].shape[0] for b in steps.span_batches]
     print(f"{machine_summary()}\n{args.batches} batches of {args.batch_size} CoNLL-2003 train sentences, padded "
           f"lengths {lengths} subwords, types per batch {types}; {args.repeats} rounds after {args.warmup} warm-up; "
           f"optim {args.optim} for all three; type embeddings "
-          f"{'trained' if args.train_type_embeddings else 'frozen'} in (b)")
+          f"{'trained' if args.train_type_embeddings else 'frozen'} in (b)"
+          f"{'; case_features in (b)' if args.case_features else ''}")
     seconds = interleaved({v: (lambda v=v: steps.step(v)) for v in VARIANTS}, repeats=args.repeats,
                           warmup=args.warmup)
     collation = collation_seconds(steps, batches, repeats=3)
@@ -291,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         common = ["--batch-size", str(args.batch_size), "--batches", str(args.batches), "--max-seq-length",
                   str(args.max_seq_length), "--memory-steps", str(args.memory_steps), "--threads", str(args.threads),
-                  "--optim", args.optim, *(["--train-type-embeddings"] if args.train_type_embeddings else [])]
+                  "--optim", args.optim, *(["--train-type-embeddings"] if args.train_type_embeddings else []),
+                  *(["--case-features"] if args.case_features else [])]
         memory = {v: run_probe(__file__, ["--probe", v, *common]) for v in VARIANTS}
     breakdown = {}
     if not args.no_breakdown:

@@ -417,21 +417,29 @@ class SpanPredictor:
         for b, query in enumerate(queries):
             example_mask[b, [type_index[label] for label in query.labels]] = True
         type_mask = example_mask[[pieces.owner[k] for k in windows.window_example]]  # [N, C]
-        row_candidates: list[list[tuple]] = []
-        for begin in range(0, len(windows.window_example), batch_size):
-            rows = slice(begin, begin + batch_size)
+        # Rows go through the model shortest first, `batch_size` at a time, each batch cut to its longest row (right
+        # padding): the sentences of a document, or windows and short texts, then pad little.
+        lengths = windows.attention_mask.sum(1).tolist()
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        trim = getattr(self.backend.token_tokenizer, "padding_side", "right") == "right"
+        row_candidates: list[list[tuple]] = [[] for _ in lengths]
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            width = max(lengths[n] for n in rows) if trim else windows.input_ids.shape[1]
+
+            def take(tensor: torch.Tensor, rows=rows, width=width) -> torch.Tensor:
+                return tensor[rows][:, :width].to(self.device)
+
             # Span logits only for spans whose boundaries pass: with many labels the [B, C, L, W] block is the cost.
             scores = self.backend.score(
-                windows.input_ids[rows].to(self.device),
-                windows.attention_mask[rows].to(self.device),
-                windows.start_mask[rows].to(self.device),
-                windows.end_mask[rows].to(self.device),
-                type_embeddings=type_embeddings,
-                case_ids=windows.case_ids[rows].to(self.device),
+                take(windows.input_ids), take(windows.attention_mask), take(windows.start_mask),
+                take(windows.end_mask), type_embeddings=type_embeddings, case_ids=take(windows.case_ids),
             )
-            row_candidates += scored_candidates(
+            found = scored_candidates(
                 scores, threshold=lowest, type_mask=type_mask[rows].to(self.device), best_type_only=best_type_only
             )
+            for n, candidates in zip(rows, found, strict=True):
+                row_candidates[n] = candidates
         merged = merge_windows_by_example(
             windows.window_example,
             [a.candidates_to_units(c) for a, c in zip(windows.alignments, row_candidates, strict=True)],

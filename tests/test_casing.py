@@ -112,7 +112,9 @@ def test_case_embedding_is_trained_at_the_head_rate(case_model):
     assert case_model.case_embedding.weight.shape == (NUM_CASE_CLASSES, case_model.token_encoder.config.hidden_size)
 
 
-def test_save_load_and_predict_read_case(case_model, tmp_path):
+@pytest.fixture()
+def saved_case_model(case_model, tmp_path):
+    """`case_model` with random (as if trained) case vectors, saved to tmp_path / "model"."""
     with torch.no_grad():
         case_model.case_embedding.weight[1:] = torch.randn(NUM_CASE_CLASSES - 1, 32)
     try:
@@ -120,7 +122,11 @@ def test_save_load_and_predict_read_case(case_model, tmp_path):
     finally:
         with torch.no_grad():
             case_model.case_embedding.weight.zero_()
-    loaded = SpanModel.from_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_save_load_and_predict_read_case(saved_case_model):
+    loaded = SpanModel.from_pretrained(saved_case_model)
     assert loaded.config.case_features
     assert loaded.case_embedding.weight[CASE_NONE].abs().sum() == 0
     assert loaded.case_embedding.weight[CASE_TITLE].abs().sum() > 0
@@ -129,26 +135,19 @@ def test_save_load_and_predict_read_case(case_model, tmp_path):
                               threshold=0.01)
     scores = [[e["score"] for e in entities] for entities in found]
     assert scores[0] and scores[0] != scores[1]  # same subwords, different case, different scores
-    (tmp_path / "model" / CASE_WEIGHTS_NAME).unlink()
+    (saved_case_model / CASE_WEIGHTS_NAME).unlink()
     with pytest.raises(FileNotFoundError, match=CASE_WEIGHTS_NAME):
-        SpanModel.from_pretrained(tmp_path / "model")
+        SpanModel.from_pretrained(saved_case_model)
 
 
-def test_onnx_export_of_a_case_model_equals_pytorch(case_model, tmp_path):
+def test_onnx_export_of_a_case_model_equals_pytorch(saved_case_model, tmp_path):
     from src.serving.onnx_backend import load_onnx_predictor, read_manifest
     from src.serving.onnx_export import export_model
 
-    with torch.no_grad():
-        case_model.case_embedding.weight[1:] = torch.randn(NUM_CASE_CLASSES - 1, 32)
-    try:
-        case_model.save_pretrained(tmp_path / "model")
-    finally:
-        with torch.no_grad():
-            case_model.case_embedding.weight.zero_()
-    export_model(tmp_path / "model", tmp_path / "onnx", quantize="int8")
+    export_model(saved_case_model, tmp_path / "onnx", quantize="int8")
     assert read_manifest(tmp_path / "onnx")["token_inputs"] == ["input_ids", "attention_mask", "case_ids"]
     texts = ["John Smith lives in Paris .", "john smith lives in paris .", "APPLE hired Mary in the U.S. ."]
-    expected = SpanPredictor.from_pretrained(tmp_path / "model").predict(texts, ["PER", "LOC"], threshold=0.01)
+    expected = SpanPredictor.from_pretrained(saved_case_model).predict(texts, ["PER", "LOC"], threshold=0.01)
     got = load_onnx_predictor(tmp_path / "onnx", precision="fp32").predict(texts, ["PER", "LOC"], threshold=0.01)
     int8 = load_onnx_predictor(tmp_path / "onnx").predict(texts, ["PER", "LOC"], threshold=0.01)  # row by row
     assert all(int8)
