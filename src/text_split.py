@@ -54,6 +54,11 @@ ABBREVIATIONS = frozenset({
 })
 
 
+def inside_entity(cut: int, entities: Sequence[tuple[int, int]]) -> bool:
+    """Whether a cut before word `cut` falls inside one of `entities` (word ranges, end exclusive)."""
+    return any(start < cut < end for start, end in entities)
+
+
 def sentence_cuts(
     words: Sequence[str], offsets: Sequence[tuple[int, int]], original: str,
     entities: Sequence[tuple[int, int]] = (), *, line_breaks: bool = False,
@@ -78,6 +83,6 @@ def sentence_cuts(
             if ends and words[last] == "." and last > 0:
                 before = words[last - 1]
                 ends = not (len(before) == 1 and before.isalpha()) and before.lower() not in ABBREVIATIONS
-        if ends and not any(start < k < end for start, end in entities):
+        if ends and not inside_entity(k, entities):
             cuts.append(k)
     return cuts

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..text_split import sentence_cuts
-
-
-def _inside_entity(cut: int, entities: Sequence[tuple[int, int]]) -> bool:
-    return any(start < cut < end for start, end in entities)
+from ..text_split import inside_entity, sentence_cuts
 
 
 def window_cuts(begin: int, end: int, max_words: int, entities: Sequence[tuple[int, int]]) -> tuple[list[int], int]:
@@ -24,7 +20,7 @@ def window_cuts(begin: int, end: int, max_words: int, entities: Sequence[tuple[i
     cuts, lost, start = [], 0, begin
     while end - start > max_words:
         cut = start + max_words
-        while cut > start and _inside_entity(cut, entities):
+        while cut > start and inside_entity(cut, entities):
             cut -= 1
         if cut == start:  # every position inside the window cuts an entity: cut at the window's end anyway
             cut = start + max_words
