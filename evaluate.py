@@ -23,6 +23,8 @@ TOOL_NAME = "evaluate.py"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of evaluate.py."""
+    from src.serving import BACKEND_PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
     parser.add_argument("--data", type=Path, help="JSONL file to score")
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-threshold", action="store_true",
                         help="with --tune-threshold: write the result to MODEL_DIR/inference.json")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', ... (auto: cuda when available)")
+    parser.add_argument("--precision", choices=BACKEND_PRECISIONS["torch"], default="fp32",
+                        help="the weights' dtype while scoring (as predict.py --precision; default fp32)")
     return parser
 
 
@@ -119,13 +123,14 @@ def format_search(search) -> str:
 
 
 def load_model(args: argparse.Namespace):
-    """The saved span model, on --device (auto: cuda when available)."""
+    """The saved span model, on --device (auto: cuda when available), its weights in --precision."""
     import torch
 
+    from src.inference import TORCH_PRECISIONS
     from src.model import SpanModel
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    return SpanModel.from_pretrained(args.model_dir).to(device)
+    return SpanModel.from_pretrained(args.model_dir).to(device=device, dtype=TORCH_PRECISIONS[args.precision])
 
 
 def make_collator(model, values: dict, labels: list[str]):

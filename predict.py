@@ -24,6 +24,8 @@ class InputError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
+    from src.serving import ALL_PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "passes the threshold)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="torch: a saved model folder; onnx: a folder written by export.py (ONNX Runtime, CPU)")
-    parser.add_argument("--precision", choices=("fp32", "int8"), help="with --backend onnx: the token graph to run "
-                                                                      "(default: the export's, int8 when it has one)")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS,
+                        help="torch: the weights' dtype (fp32 default; bf16 for CPUs with AMX/AVX512-BF16 and GPUs; "
+                             "fp16 for GPUs); onnx: the token graph (fp32, int8; default: the export's)")
     parser.add_argument("--batch-size", type=int, default=8, help="texts (and windows) per forward pass")
     parser.add_argument("--max-seq-length", type=int, help="window size in subwords (default: the training run's)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (auto: cuda when available)")
@@ -124,8 +127,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         from src.inference import SpanPredictor
 
         predictor = SpanPredictor.from_pretrained(
-            args.model_dir, device=resolve_device(args.device), max_seq_length=args.max_seq_length,
-            sentences=args.sentences, context_size=args.context_size,
+            args.model_dir, device=resolve_device(args.device), precision=args.precision or "fp32",
+            max_seq_length=args.max_seq_length, sentences=args.sentences, context_size=args.context_size,
         )
     rows = predicted_rows(predictor, documents, labels, args)
     if args.output is None:
@@ -148,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--context-size must be >= 0")
     if args.context_size and args.sentences is False:
         parser.error("--context-size needs --sentences: context is read around each sentence")
-    if args.precision is not None and args.backend != "onnx":
-        parser.error("--precision goes with --backend onnx")
+    from src.serving import BACKEND_PRECISIONS
+
+    if args.precision is not None and args.precision not in BACKEND_PRECISIONS[args.backend]:
+        parser.error(f"--precision {args.precision} does not go with --backend {args.backend} "
+                     f"(choose from {', '.join(BACKEND_PRECISIONS[args.backend])})")
     try:
         run(args, parser)
     except (OSError, ValueError) as err:  # InputError, missing model files, BackboneNotFoundError, bad inference.json

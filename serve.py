@@ -23,6 +23,7 @@ def _exit_cleanly(signum, frame) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of serve.py; defaults come from `ServerSettings`."""
+    from src.serving import ALL_PRECISIONS
     from src.serving.server import ServerSettings
 
     d = ServerSettings()
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
     parser.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="torch or onnx (ONNX Runtime)")
-    parser.add_argument("--precision", choices=("fp32", "int8"), help="with --backend onnx: the token graph to run")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS,
+                        help="torch: the weights' dtype (fp32 default, bf16, fp16); onnx: the token graph (fp32, int8; "
+                             "default: the export's)")
     parser.add_argument("--device", default="cpu", help="torch backend: 'cpu', 'cuda', ... (default cpu)")
     parser.add_argument("--threads", type=int, help="intra-op threads of torch / ONNX Runtime (default: theirs)")
     parser.add_argument("--max-batch", type=int, default=d.max_batch,
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run serve.py; 0 after a clean shutdown, 1 on a bad model folder, 2 on bad usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from src.serving import BACKEND_PRECISIONS
     from src.serving.server import ServerSettings, create_app
 
     try:
@@ -58,21 +62,18 @@ def main(argv: list[str] | None = None) -> int:
                                   max_texts=args.max_texts)
     except ValueError as err:
         parser.error(str(err))
-    if args.precision is not None and args.backend != "onnx":
-        parser.error("--precision goes with --backend onnx")
+    if args.precision is not None and args.precision not in BACKEND_PRECISIONS[args.backend]:
+        parser.error(f"--precision {args.precision} does not go with --backend {args.backend} "
+                     f"(choose from {', '.join(BACKEND_PRECISIONS[args.backend])})")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be a positive integer")
     import uvicorn
 
     from src.serving.onnx_backend import load_predictor
 
-    if args.threads and args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-    extra = {"precision": args.precision, "threads": args.threads} if args.backend == "onnx" else {}
     try:
-        predictor = load_predictor(args.model_dir, backend=args.backend, device=args.device, **extra)
+        predictor = load_predictor(args.model_dir, backend=args.backend, device=args.device,
+                                   precision=args.precision, threads=args.threads)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,13 +1,15 @@
-"""PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8: prediction throughput at batch 1 and 8, and test F1.
+"""PyTorch eager (fp32 and bf16) vs ONNX Runtime fp32 vs ONNX Runtime int8: prediction throughput at batch 1 and 8,
+and test F1.
 
     python benchmarks/bench_export.py --model MODEL_DIR --data TEST.jsonl [--sentences 256] [--repeats 5]
 
 The model is exported once with int8 (`src.serving.onnx_export.export_model`, into a temporary folder unless
---export-dir names an existing export), so all three variants read the same weights. Throughput: `predict` over the
+--export-dir names an existing export), so all variants read the same weights; "eager bf16" is the PyTorch model
+with its weights cast to bfloat16 (`precision="bf16"`). Throughput: `predict` over the
 first --sentences texts of the data, labels already encoded (cached), rounds interleaved as in every benchmark
 (`benchmarks/harness.py`); sentences/s as median (min-max) and the speed-up over eager per round. F1: every record
 of the data predicted by each variant at the model's own threshold and scored by `src.evaluation.score_predictions`
-on character spans (one code path for the three, so only the backend differs). Without --model an untrained head
+on character spans (one code path for all, so only the backend differs). Without --model an untrained head
 on the embedded backbone is used (timing only: its F1 means nothing).
 """
 
@@ -33,7 +35,7 @@ from harness import (  # noqa: E402
 )
 
 BATCH_SIZES = (1, 8)
-VARIANTS = ("eager", "onnx fp32", "onnx int8")
+VARIANTS = ("eager", "eager bf16", "onnx fp32", "onnx int8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
     parser.add_argument("--f1-records", type=int, help="score only the first N records (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads (0: theirs)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {', '.join(VARIANTS)} (eager is always run: the reference)")
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     return parser
 
@@ -77,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     from src.serving.onnx_backend import load_onnx_predictor
     from src.serving.onnx_export import export_model
 
+    variants = [x.strip() for x in args.variants.split(",") if x.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = args.threads or None
@@ -89,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         if export_dir is None:
             export_dir = Path(tmp) / "exported"
             export_model(model_dir, export_dir, quantize="int8")
-        predictors = {
-            "eager": SpanPredictor.from_pretrained(model_dir),
-            "onnx fp32": load_onnx_predictor(export_dir, precision="fp32", threads=threads),
-            "onnx int8": load_onnx_predictor(export_dir, precision="int8", threads=threads),
+        loaders = {
+            "eager": lambda: SpanPredictor.from_pretrained(model_dir),
+            "eager bf16": lambda: SpanPredictor.from_pretrained(model_dir, precision="bf16"),
+            "onnx fp32": lambda: load_onnx_predictor(export_dir, precision="fp32", threads=threads),
+            "onnx int8": lambda: load_onnx_predictor(export_dir, precision="int8", threads=threads),
         }
+        predictors = {name: load() for name, load in loaders.items() if name == "eager" or name in variants}
         for predictor in predictors.values():
             predictor.type_embeddings(labels)  # encoded once, as in a long-running service
         print(f"machine: {machine_summary()}")
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, figures = [], {"throughput": {}, "speedup": {}, "f1": {}}
         for bs in BATCH_SIZES:
             eager = seconds[f"eager b{bs}"]
-            for name in VARIANTS:
+            for name in predictors:
                 series = seconds[f"{name} b{bs}"]
                 rate = [len(texts) / s for s in series]
                 speedup = per_round_ratios(eager, series)

@@ -1,11 +1,13 @@
 """HTTP server throughput and latency with 1, 8 and 32 concurrent clients, micro-batching on vs off.
 
-    python benchmarks/bench_server.py [--model MODEL_DIR] [--backend torch|onnx] [--data FILE.jsonl] [--requests 320]
+    python benchmarks/bench_server.py [--model MODEL_DIR] [--backend torch|onnx] [--precision P] [--threads N]
+                                      [--max-wait-ms MS] [--data FILE.jsonl] [--requests 320]
 
 For each mode serve.py runs as its own process on a free local port: "batched" with --max-batch 32 and
---max-wait-ms (default 5), "unbatched" with --max-batch 1 (each request alone). Every client is a thread with its own
-HTTP connection that sends one sentence per request, back to back, until --requests requests have been answered at
-that concurrency (a bounded loop; localhost only). Reported per mode and concurrency: requests (= sentences) per
+--max-wait-ms (default 5), "unbatched" with --max-batch 1 (each request alone); both with --threads intra-op threads
+(default 1) and --precision. Every client is an asyncio task of this process (aiohttp) with its own HTTP connection
+that sends one sentence per request, back to back, until --requests requests have been answered at that concurrency
+(a bounded loop; localhost only). Reported per mode and concurrency: requests (= sentences) per
 second over the wall time, and p50/p99 latency of the requests. Without --model an untrained head on the embedded
 backbone is used (saved to a temporary folder; --backend onnx exports it there first). Sentences: --data texts,
 else the embedded WNUT-16 demo test split.
@@ -20,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the batched server's --max-wait-ms")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched server's --max-batch")
     parser.add_argument("--threads", type=int, default=1, help="the server's intra-op threads")
+    parser.add_argument("--precision", help="serve.py --precision (torch: fp32, bf16, fp16; onnx: fp32, int8)")
     parser.add_argument("--output", type=Path, help="also write the figures as JSON here")
     return parser
 
@@ -93,33 +95,39 @@ class Server:
 
 
 def load(url: str, texts: list[str], labels: list[str], *, clients: int, requests: int) -> dict:
-    """`clients` threads send one text per request until `requests` are answered; throughput and latencies."""
-    import httpx
+    """`clients` concurrent clients send one text per request until `requests` are answered; throughput, latencies.
+
+    The clients are asyncio tasks on one aiohttp session, each with its own keep-alive connection: a load generator
+    this light leaves the server what CPU there is (client threads with a synchronous client took a visible share of
+    a 2-core machine and its GIL; RESULTS.md, section 6).
+    """
+    import asyncio
+
+    import aiohttp
 
     latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(requests))
     errors: list[str] = []
 
-    def client() -> None:
-        with httpx.Client(timeout=120) as http:
-            for k in counter:  # a shared iterator: exactly `requests` requests in all
+    async def run() -> float:
+        counter = iter(range(requests))  # shared: exactly `requests` requests in all
+
+        async def client(session: aiohttp.ClientSession) -> None:
+            for k in counter:
                 body = {"text": texts[k % len(texts)], "labels": labels}
                 start = time.perf_counter()
-                response = http.post(f"{url}/predict", json=body)
-                elapsed = time.perf_counter() - start
-                with lock:
-                    latencies.append(elapsed)
-                    if response.status_code != 200:
-                        errors.append(response.text[:200])
+                async with session.post(f"{url}/predict", json=body) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        errors.append(payload[:200].decode("utf-8", "replace"))
+                latencies.append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+            start = time.perf_counter()
+            await asyncio.gather(*(client(session) for _ in range(clients)))
+            return time.perf_counter() - start
+
+    wall = asyncio.run(run())
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
     ordered = sorted(latencies)
@@ -164,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 export_model(model, Path(tmp) / "exported", quantize="int8")
                 model = Path(tmp) / "exported"
         print(f"machine: {machine_summary()}")
-        print(f"model: {args.model or 'untrained head, all-MiniLM-L6-v2'} | backend {args.backend} | server threads "
+        print(f"model: {args.model or 'untrained head, all-MiniLM-L6-v2'} | backend {args.backend} | precision "
+              f"{args.precision or 'default'} | server threads "
               f"{args.threads} | {args.requests} requests per cell, one sentence each | labels {labels}")
         for mode, extra in modes.items():
-            server = Server(model, args.backend, [*extra, "--threads", str(args.threads)])
+            precision = ["--precision", args.precision] if args.precision else []
+            server = Server(model, args.backend, [*extra, "--threads", str(args.threads), *precision])
             try:
                 load(server.url, texts, labels, clients=4, requests=16)  # warm-up: caches, kernels
                 for clients in CONCURRENCY:

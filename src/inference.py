@@ -24,6 +24,8 @@ from .model import SpanModel
 from .text_split import sentence_cuts, split_words
 
 INFERENCE_CONFIG_NAME = "inference.json"
+# Weight precisions of the PyTorch backend: bf16 runs on CPUs with AMX or AVX512-BF16 and on GPUs; fp16 on GPUs.
+TORCH_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUN_CONFIG_NAME = "config.json"  # the trainer's resolved run config, one level above best/, final/, checkpoint-*/
 
 
@@ -131,6 +133,7 @@ class ScoringBackend(Protocol):
     """
 
     name: str
+    precision: str  # e.g. "fp32", "bf16" (PyTorch weights) or "int8" (an ONNX graph)
     config: SpanModelConfig
     token_tokenizer: PreTrainedTokenizerBase
     type_tokenizer: PreTrainedTokenizerBase
@@ -181,6 +184,12 @@ class TorchBackend:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def precision(self) -> str:
+        """"fp32", "bf16" or "fp16": the dtype of the model's weights (`TORCH_PRECISIONS`)."""
+        dtype = next(self.model.parameters()).dtype
+        return next((name for name, value in TORCH_PRECISIONS.items() if value == dtype), str(dtype))
 
     def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode_types(type_input_ids, type_attention_mask)
@@ -270,10 +279,19 @@ class SpanPredictor:
         self._type_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", **kwargs) -> SpanPredictor:
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device = "cpu", precision: str = "fp32", **kwargs
+    ) -> SpanPredictor:
         """Load a model folder with its `inference.json`; window and type lengths and document context (sentence
-        mode with the run's `context_size`) default to its training run's."""
-        model = SpanModel.from_pretrained(directory).to(device)
+        mode with the run's `context_size`) default to its training run's.
+
+        `precision` ("fp32", "bf16", "fp16") casts the weights after loading: scores are computed in that precision
+        and thresholded in fp32. bf16 is the one to try on a CPU with AMX or AVX512-BF16 (RESULTS.md, section 6).
+        """
+        if precision not in TORCH_PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(TORCH_PRECISIONS)} for a PyTorch model, "
+                             f"got {precision!r}")
+        model = SpanModel.from_pretrained(directory).to(device=device, dtype=TORCH_PRECISIONS[precision])
         run = read_run_settings(directory)
         defaults = {"inference_config": load_inference_config(directory), "max_seq_length": run.get("max_seq_length"),
                     "max_type_length": run.get("max_type_length"), **document_defaults(run, kwargs)}

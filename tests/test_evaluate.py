@@ -61,6 +61,17 @@ def test_evaluate_cli_reproduces_the_training_test_metrics(trained_run, tmp_path
     assert results["threshold"] == 0.05 and results["settings"]["max_seq_length"] == 32  # from the run's config
 
 
+def test_evaluate_cli_scores_in_bf16(trained_run, tmp_path):
+    out = tmp_path / "results.json"
+    code = evaluate_cli.main([str(trained_run / "out" / "best"), "--data", str(trained_run / "test.jsonl"),
+                              "--precision", "bf16", "--output", str(out)])
+    assert code == 0
+    full = read_json(trained_run / "out" / "test_results.json")["test_metrics"]
+    metrics = read_json(out)["metrics"]
+    assert metrics["num_gold_entities"] == full["num_gold_entities"]  # every gold entity scored
+    assert metrics["num_predicted_entities"] > 0 and abs(metrics["f1"] - full["f1"]) <= 0.1
+
+
 def test_tune_threshold_saves_inference_json_and_evaluation_then_uses_it(trained_run, tmp_path):
     best = trained_run / "out" / "best"
     out = tmp_path / "tuned.json"

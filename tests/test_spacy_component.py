@@ -113,3 +113,11 @@ def test_bad_config_is_an_error_naming_the_key(tiny_model_dir):
                                                    "threshold": 2.0})
     with pytest.raises(ValueError, match="model"):
         nlp.add_pipe("span_ner", name="d", config={"labels": ["PER"]})
+
+
+def test_factory_takes_precision(tiny_model_dir):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("span_ner", config={"model": str(tiny_model_dir), "labels": LABELS, "precision": "bf16"})
+    assert pipe.predictor.backend.precision == "bf16"
+    bf16 = SpanPredictor.from_pretrained(tiny_model_dir, precision="bf16")
+    assert triples(nlp(TEXTS[1]).ents) == expected(bf16.predict(TEXTS[1], LABELS)[0])

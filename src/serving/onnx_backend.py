@@ -163,12 +163,22 @@ def load_onnx_predictor(
     return SpanPredictor(backend, **kwargs)
 
 
-def load_predictor(directory: str | Path, *, backend: str = "torch", device: str = "cpu", **kwargs) -> SpanPredictor:
-    """A predictor for `backend` "torch" (a saved model folder) or "onnx" (a folder written by export.py)."""
+def load_predictor(
+    directory: str | Path, *, backend: str = "torch", device: str = "cpu", precision: str | None = None,
+    threads: int | None = None, **kwargs
+) -> SpanPredictor:
+    """A predictor for `backend` "torch" (a saved model folder) or "onnx" (a folder written by export.py).
+
+    `precision`: the weights' dtype for torch ("fp32" by default, "bf16", "fp16"), the token graph for onnx
+    ("fp32", "int8"; default: the export's). `threads`: intra-op threads of the ONNX Runtime sessions, or of
+    torch (`torch.set_num_threads`, a process-wide setting); default: theirs.
+    """
     if backend == "torch":
-        return SpanPredictor.from_pretrained(directory, device=device, **kwargs)
+        if threads:
+            torch.set_num_threads(threads)
+        return SpanPredictor.from_pretrained(directory, device=device, precision=precision or "fp32", **kwargs)
     if backend == "onnx":
         if device not in ("cpu", "auto"):
             raise ValueError(f"the onnx backend runs on the CPU, got device {device!r}")
-        return load_onnx_predictor(directory, **kwargs)
+        return load_onnx_predictor(directory, precision=precision, threads=threads, **kwargs)
     raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")

@@ -79,14 +79,16 @@ class SpanNerComponent:
 @Language.factory(
     FACTORY_NAME,
     default_config={"model": None, "labels": [], "threshold": None, "flat_ner": None, "multi_label": False,
-                    "backend": "torch", "spans_key": FACTORY_NAME, "alignment_mode": "expand", "batch_size": 8},
+                    "backend": "torch", "precision": None, "spans_key": FACTORY_NAME, "alignment_mode": "expand",
+                    "batch_size": 8},
 )
 def make_span_ner(nlp: Language, name: str, model: str, labels: list, threshold: float | None,
-                  flat_ner: bool | None, multi_label: bool, backend: str, spans_key: str, alignment_mode: str,
-                  batch_size: int) -> SpanNerComponent:
-    """Build the component from a model folder (`backend` "torch") or an export.py folder (`backend` "onnx")."""
+                  flat_ner: bool | None, multi_label: bool, backend: str, precision: str | None, spans_key: str,
+                  alignment_mode: str, batch_size: int) -> SpanNerComponent:
+    """Build the component from a model folder (`backend` "torch") or an export.py folder (`backend` "onnx");
+    `precision` as predict.py's (torch: fp32, bf16, fp16; onnx: fp32, int8; default: fp32 / the export's)."""
     if not model:
         raise ValueError("span_ner: config 'model' must name a model folder")
-    predictor = load_predictor(model, backend=backend)
+    predictor = load_predictor(model, backend=backend, precision=precision)
     return SpanNerComponent(predictor, labels=labels, threshold=threshold, flat_ner=flat_ner, multi_label=multi_label,
                             spans_key=spans_key, alignment_mode=alignment_mode, batch_size=batch_size)
