@@ -9,7 +9,9 @@ with its weights cast to bfloat16 (`precision="bf16"`). Throughput: `predict` ov
 first --sentences texts of the data, labels already encoded (cached), rounds interleaved as in every benchmark
 (`benchmarks/harness.py`); sentences/s as median (min-max) and the speed-up over eager per round. F1: every record
 of the data predicted by each variant at the model's own threshold and scored by `src.evaluation.score_predictions`
-on character spans (one code path for all, so only the backend differs). Without --model an untrained head
+on character spans (one code path for all, so only the backend differs). A second table times the token encoder
+alone (the ONNX token graph's work, and the same modules in PyTorch) on the same batches: the most any backend
+can gain over eager before `predict`'s own per-text work. Without --model an untrained head
 on the embedded backbone is used (timing only: its F1 means nothing).
 """
 
@@ -63,6 +65,38 @@ def untrained_model_dir(folder: Path) -> Path:
     torch.manual_seed(0)
     SpanModel.from_config(SpanModelConfig()).save_pretrained(folder)
     return folder
+
+
+def encoder_calls(predictors: dict, texts: list[str], batch_size: int) -> dict:
+    """Per variant, a call that runs only its token encoder (with the span head's boundary projections: what the
+    ONNX token graph holds) over `texts` sorted by length, `batch_size` at a time, as `predict` feeds it. No
+    tokenising, decoding or type encoder: the ceiling of each backend's speed-up."""
+    import torch
+
+    from src.serving.onnx_export import CasedTokenGraph, TokenGraph, graph_inputs
+
+    ordered = sorted(texts, key=len)
+    any_backend = next(iter(predictors.values())).backend
+    with_case = getattr(any_backend, "reads_case", None) or getattr(getattr(any_backend, "model", None),
+                                                                   "case_embedding", None) is not None
+    batches = [graph_inputs(any_backend.token_tokenizer, ordered[i : i + batch_size], with_case=with_case)
+               for i in range(0, len(ordered), batch_size)]
+    calls = {}
+    for name, predictor in predictors.items():
+        backend = predictor.backend
+        if backend.name == "torch":
+            graph = (CasedTokenGraph if with_case else TokenGraph)(backend.model).eval()
+
+            def run(graph=graph) -> None:
+                with torch.no_grad():
+                    for inputs in batches:
+                        graph(*inputs)
+        else:
+            def run(backend=backend) -> None:
+                for inputs in batches:
+                    backend.token_states(*inputs)
+        calls[name] = run
+    return calls
 
 
 def micro_f1(predictor, records: list[dict], labels: list[str]) -> dict:
@@ -122,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
                 figures["throughput"][f"{name} b{bs}"] = statistics.median(rate)
                 figures["speedup"][f"{name} b{bs}"] = statistics.median(speedup)
                 rows.append((name, bs, spread(rate, "{:.1f}"), spread(speedup, "{:.2f}")))
+        print(markdown_table(["variant", "batch", "sentences/s median (min-max)", "speed-up vs eager"], rows))
+        rows, figures["encoder_speedup"] = [], {}
+        for bs in BATCH_SIZES:
+            calls = encoder_calls(predictors, texts, bs)
+            encoder_seconds = interleaved(calls, repeats=args.repeats, warmup=1)
+            for name in predictors:
+                rate = [len(texts) / s for s in encoder_seconds[name]]
+                speedup = per_round_ratios(encoder_seconds["eager"], encoder_seconds[name])
+                figures["encoder_speedup"][f"{name} b{bs}"] = statistics.median(speedup)
+                rows.append((name, bs, spread(rate, "{:.1f}"), spread(speedup, "{:.2f}")))
+        print("The token encoder alone (the exported graph's work; no tokenising, type encoder or decoding):")
         print(markdown_table(["variant", "batch", "sentences/s median (min-max)", "speed-up vs eager"], rows))
         scored = records[: args.f1_records] if args.f1_records else records
         f1_rows = []

@@ -134,7 +134,7 @@ def test_int8_scores_of_a_text_do_not_depend_on_its_batch(tiny_onnx_dir):
     [single, *_] = backend._run(backend.token_session, one["input_ids"], one["attention_mask"])
     n = one["input_ids"].shape[1]
     assert not np.array_equal(padded[0, :n], single[0])
-    [rowwise, *_] = backend._token_states(batch["input_ids"], batch["attention_mask"])
+    [rowwise, *_] = backend.token_states(batch["input_ids"], batch["attention_mask"])
     assert np.array_equal(rowwise[0, :n].numpy(), single[0])
 
 

@@ -107,7 +107,7 @@ class OnnxBackend:
         [embeddings] = self._run(self.type_session, type_input_ids, type_attention_mask)
         return torch.from_numpy(embeddings)  # [C, H_type]
 
-    def _token_states(
+    def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, case_ids: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """The token graph's four [B, L, D] outputs.
@@ -140,7 +140,7 @@ class OnnxBackend:
     @torch.no_grad()
     def score(self, input_ids, attention_mask, start_mask, end_mask, *, type_embeddings, case_ids=None) -> SpanScores:
         start_mask, end_mask = start_mask.bool(), end_mask.bool()
-        dense = self._token_states(input_ids, attention_mask, case_ids)
+        dense = self.token_states(input_ids, attention_mask, case_ids)
         tokens = TokenVectors.from_positions(*dense, start_mask, end_mask)  # four [B, L, D] -> boundary rows
         return self.head.scores(tokens, type_embeddings, start_mask, end_mask)
 

@@ -64,7 +64,7 @@ class TypeGraph(nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
 
 
-def _example_inputs(tokenizer, texts: list[str], *, with_case: bool = False) -> tuple[torch.Tensor, ...]:
+def graph_inputs(tokenizer, texts: list[str], *, with_case: bool = False) -> tuple[torch.Tensor, ...]:
     """input_ids, attention_mask [B, L] of `texts`, and their case_ids [B, L] when `with_case`."""
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     inputs = (enc["input_ids"], enc["attention_mask"])
@@ -145,7 +145,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
     try:
         # Two texts of different lengths: the example batch has padding, so no branch on "no padding" is traced.
         with_case = model.case_embedding is not None
-        token_inputs = _example_inputs(model.token_tokenizer, ["Ada Lovelace was born in London .", "Paris"],
+        token_inputs = graph_inputs(model.token_tokenizer, ["Ada Lovelace was born in London .", "Paris"],
                                        with_case=with_case)
         token_graphs = {"fp32": TOKEN_GRAPH_NAME}
         token_input_names = list(CASED_TOKEN_INPUTS if with_case else TOKEN_INPUTS)
@@ -154,7 +154,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, quantize: str
         if quantize == "int8":  # the fp32 graph stays beside it, for comparison (OnnxBackend's `precision`)
             quantize_int8(staging / TOKEN_GRAPH_NAME, staging / TOKEN_GRAPH_INT8_NAME)
             token_graphs["int8"] = TOKEN_GRAPH_INT8_NAME
-        type_inputs = _example_inputs(model.type_tokenizer, ["person", "geopolitical entity"])
+        type_inputs = graph_inputs(model.type_tokenizer, ["person", "geopolitical entity"])
         type_positions = getattr(model.type_encoder.config, "max_position_embeddings", None) or 512
         _export_graph(TypeGraph(model), type_inputs, staging / TYPE_GRAPH_NAME, list(TOKEN_INPUTS),
                       ["type_embeddings"], min(type_positions, model.type_tokenizer.model_max_length))
