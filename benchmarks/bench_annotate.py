@@ -2,6 +2,7 @@
 
     python benchmarks/bench_annotate.py --teacher outputs/conll2003/best
     python benchmarks/bench_annotate.py --teacher outputs/conll2003/best --limit 200 --memory-scale 10
+    python benchmarks/bench_annotate.py --teacher outputs/conll2003/best --skip-memory --precision bf16
 
 The input is CoNLL-2003 test text: each sentence's tokens joined by spaces, one document per line (3,453 lines).
 Each variant runs `annotate.py` in a fresh process (the pool's workers are its children) into a fresh output; the
@@ -76,14 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per annotate.py run")
     parser.add_argument("--skip-memory", action="store_true", help="only the throughput runs")
+    parser.add_argument("--precision", default="fp32", help="annotate.py --precision (the teacher's weights)")
     args = parser.parse_args(argv)
     labels = ",".join(CONLL_TYPES)
-    print(machine_summary())
+    print(f"{machine_summary()} | teacher {args.teacher} in {args.precision}")
     with tempfile.TemporaryDirectory(prefix="bench_annotate_") as tmp:
         folder = Path(tmp)
         text = folder / "test.txt"
         count = write_text(text, args.limit, 1)
-        common = ["--labels", labels, "--batch-size", str(args.batch_size), "--chunk-size", str(args.batch_size * 64)]
+        common = ["--labels", labels, "--batch-size", str(args.batch_size), "--chunk-size", str(args.batch_size * 64),
+                  "--precision", args.precision]
         rows, speeds = [], {}
         for workers in (1, 2):
             seconds, peak = run_annotate([args.teacher, "--input", str(text), "--output",

@@ -188,6 +188,25 @@ def test_an_output_of_other_settings_or_of_another_tool_is_refused(reference, ti
     assert read_jsonl(output)[0]["labels"] == ["PER"]
 
 
+def test_a_bf16_span_teacher_writes_its_own_run_and_resumes_only_in_bf16(reference, tiny_model_dir, tmp_path,
+                                                                          capsys):
+    corpus, expected = reference
+    output = tmp_path / "bf16.jsonl"
+    assert annotate.main(command(tiny_model_dir, corpus, output, "--precision", "bf16")) == 0
+    records = read_jsonl(output)  # the training-data validator
+    assert len(records) == 120
+    fp32 = [json.loads(line) for line in expected.decode("utf-8").splitlines()]
+    assert [r["text"] for r in records] == [r["text"] for r in fp32]
+    manifest = json.loads(manifest_path(output).read_text())
+    assert manifest["settings"]["teacher"]["precision"] == "bf16"
+    assert annotate.main(command(tiny_model_dir, corpus, output)) == 1  # an fp32 run may not continue it
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        annotate.main(command(tiny_model_dir, corpus, tmp_path / "g.jsonl", "--teacher-type", "gliner",
+                              "--precision", "bf16"))
+    assert caught.value.code == 2 and "--precision bf16 goes with --teacher-type span" in capsys.readouterr().err
+
+
 def test_a_gliner_teacher_writes_valid_records_with_the_asked_names(gliner_dir, tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", 5)
     output = tmp_path / "gliner.jsonl"

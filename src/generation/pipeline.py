@@ -46,7 +46,10 @@ class AnnotationJob:
 def matched_settings(job: AnnotationJob) -> dict:
     """What a resumed run must share with the run it continues (the manifest's `settings`)."""
     teacher = describe_teacher(job.teacher.kind, job.teacher.path)
-    return {"teacher": {"type": teacher["type"], "fingerprint": teacher["fingerprint"]},
+    identity = {"type": teacher["type"], "fingerprint": teacher["fingerprint"]}
+    if job.teacher.precision != "fp32":  # scores move with it; fp32 is left out, so older manifests still match
+        identity["precision"] = job.teacher.precision
+    return {"teacher": identity,
             "input": input_fingerprint(job.input), **job.settings.to_json()}
 
 

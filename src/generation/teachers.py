@@ -30,6 +30,7 @@ class TeacherSpec:
     path: str
     device: str = "cpu"
     threads: int | None = None  # torch threads of the process that loads it (None: torch's default)
+    precision: str = "fp32"  # a span teacher's weights: fp32, bf16 or fp16 (`SpanPredictor.from_pretrained`)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class SpanTeacher:
         from ..inference import SpanPredictor
 
         _set_threads(spec.threads)
-        self.predictor = SpanPredictor.from_pretrained(check_teacher_folder("span", spec.path), device=spec.device)
+        self.predictor = SpanPredictor.from_pretrained(check_teacher_folder("span", spec.path), device=spec.device,
+                                                       precision=spec.precision)
 
     def find(self, documents, prompts, thresholds, *, flat_ner, batch_size):
         from ..inference import TextQuery
@@ -117,6 +119,8 @@ class GlinerTeacher:
     def __init__(self, spec: TeacherSpec) -> None:
         from ..gliner_prediction import load_gliner
 
+        if spec.precision != "fp32":
+            raise TeacherError(f"precision {spec.precision!r} is for span teachers; a GLiNER teacher runs in fp32")
         _set_threads(spec.threads)
         self.model = load_gliner(str(check_teacher_folder("gliner", spec.path)), spec.device)
 
