@@ -21,7 +21,7 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of annotate.py."""
-    from src.serving import BACKEND_PRECISIONS
+    from src.precisions import BACKEND_PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("teacher", type=Path, help="a saved span model folder (e.g. outputs/run/best) or, with "

@@ -23,7 +23,7 @@ TOOL_NAME = "evaluate.py"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of evaluate.py."""
-    from src.serving import BACKEND_PRECISIONS
+    from src.precisions import BACKEND_PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
@@ -126,11 +126,11 @@ def load_model(args: argparse.Namespace):
     """The saved span model, on --device (auto: cuda when available), its weights in --precision."""
     import torch
 
-    from src.inference import TORCH_PRECISIONS
     from src.model import SpanModel
+    from src.precisions import torch_dtype
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    return SpanModel.from_pretrained(args.model_dir).to(device=device, dtype=TORCH_PRECISIONS[args.precision])
+    return SpanModel.from_pretrained(args.model_dir).to(device=device, dtype=torch_dtype(args.precision))
 
 
 def make_collator(model, values: dict, labels: list[str]):

@@ -24,7 +24,7 @@ class InputError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
-    from src.serving import ALL_PRECISIONS
+    from src.precisions import ALL_PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a saved model folder (e.g. outputs/run/best)")
@@ -151,11 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--context-size must be >= 0")
     if args.context_size and args.sentences is False:
         parser.error("--context-size needs --sentences: context is read around each sentence")
-    from src.serving import BACKEND_PRECISIONS
+    from src.precisions import precision_mismatch
 
-    if args.precision is not None and args.precision not in BACKEND_PRECISIONS[args.backend]:
-        parser.error(f"--precision {args.precision} does not go with --backend {args.backend} "
-                     f"(choose from {', '.join(BACKEND_PRECISIONS[args.backend])})")
+    if precision_mismatch(args.backend, args.precision):
+        parser.error(precision_mismatch(args.backend, args.precision))
     try:
         run(args, parser)
     except (OSError, ValueError) as err:  # InputError, missing model files, BackboneNotFoundError, bad inference.json

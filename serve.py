@@ -23,7 +23,7 @@ def _exit_cleanly(signum, frame) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of serve.py; defaults come from `ServerSettings`."""
-    from src.serving import ALL_PRECISIONS
+    from src.precisions import ALL_PRECISIONS
     from src.serving.server import ServerSettings
 
     d = ServerSettings()
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run serve.py; 0 after a clean shutdown, 1 on a bad model folder, 2 on bad usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from src.serving import BACKEND_PRECISIONS
+    from src.precisions import precision_mismatch
     from src.serving.server import ServerSettings, create_app
 
     try:
@@ -62,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                                   max_texts=args.max_texts)
     except ValueError as err:
         parser.error(str(err))
-    if args.precision is not None and args.precision not in BACKEND_PRECISIONS[args.backend]:
-        parser.error(f"--precision {args.precision} does not go with --backend {args.backend} "
-                     f"(choose from {', '.join(BACKEND_PRECISIONS[args.backend])})")
+    if precision_mismatch(args.backend, args.precision):
+        parser.error(precision_mismatch(args.backend, args.precision))
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be a positive integer")
     import uvicorn

@@ -21,11 +21,10 @@ from .collator import Windows, default_stride, encode_windows, words_with_contex
 from .config import SpanModelConfig
 from .decoding import SpanScoreSource, merge_windows_by_example, resolve_overlaps, scored_candidates
 from .model import SpanModel
+from .precisions import torch_dtype, torch_precision_name
 from .text_split import sentence_cuts, split_words
 
 INFERENCE_CONFIG_NAME = "inference.json"
-# Weight precisions of the PyTorch backend: bf16 runs on CPUs with AMX or AVX512-BF16 and on GPUs; fp16 on GPUs.
-TORCH_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUN_CONFIG_NAME = "config.json"  # the trainer's resolved run config, one level above best/, final/, checkpoint-*/
 
 
@@ -187,9 +186,8 @@ class TorchBackend:
 
     @property
     def precision(self) -> str:
-        """"fp32", "bf16" or "fp16": the dtype of the model's weights (`TORCH_PRECISIONS`)."""
-        dtype = next(self.model.parameters()).dtype
-        return next((name for name, value in TORCH_PRECISIONS.items() if value == dtype), str(dtype))
+        """"fp32", "bf16" or "fp16": the dtype of the model's weights (`src.precisions`)."""
+        return torch_precision_name(next(self.model.parameters()).dtype)
 
     def encode_types(self, type_input_ids: torch.Tensor, type_attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode_types(type_input_ids, type_attention_mask)
@@ -288,10 +286,8 @@ class SpanPredictor:
         `precision` ("fp32", "bf16", "fp16") casts the weights after loading: scores are computed in that precision
         and thresholded in fp32. bf16 is the one to try on a CPU with AMX or AVX512-BF16 (RESULTS.md, section 6).
         """
-        if precision not in TORCH_PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(TORCH_PRECISIONS)} for a PyTorch model, "
-                             f"got {precision!r}")
-        model = SpanModel.from_pretrained(directory).to(device=device, dtype=TORCH_PRECISIONS[precision])
+        dtype = torch_dtype(precision)  # ValueError naming the choices
+        model = SpanModel.from_pretrained(directory).to(device=device, dtype=dtype)
         run = read_run_settings(directory)
         defaults = {"inference_config": load_inference_config(directory), "max_seq_length": run.get("max_seq_length"),
                     "max_type_length": run.get("max_type_length"), **document_defaults(run, kwargs)}
