@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch threads per process (default: torch's; with "
                                                     "--num-workers the cores shared out)")
     parser.add_argument("--precision", choices=BACKEND_PRECISIONS["torch"], default="fp32",
-                        help="a span teacher's weights: fp32 (default), bf16 (faster on GPUs and CPUs with AMX), fp16")
+                        help="a span teacher's weights: fp32 (default), bf16 (GPUs, CPUs with AMX), fp16 (GPUs)")
     parser.add_argument("--overwrite", action="store_true", help="start again even if --output holds a run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
