@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--context-size needs --sentences: context is read around each sentence")
     from src.precisions import precision_mismatch
 
-    if precision_mismatch(args.backend, args.precision):
-        parser.error(precision_mismatch(args.backend, args.precision))
+    if problem := precision_mismatch(args.backend, args.precision):
+        parser.error(problem)
     try:
         run(args, parser)
     except (OSError, ValueError) as err:  # InputError, missing model files, BackboneNotFoundError, bad inference.json

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                                   max_texts=args.max_texts)
     except ValueError as err:
         parser.error(str(err))
-    if precision_mismatch(args.backend, args.precision):
-        parser.error(precision_mismatch(args.backend, args.precision))
+    if problem := precision_mismatch(args.backend, args.precision):
+        parser.error(problem)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be a positive integer")
     import uvicorn

@@ -76,10 +76,9 @@ def encoder_calls(predictors: dict, texts: list[str], batch_size: int) -> dict:
     from src.serving.onnx_export import CasedTokenGraph, TokenGraph, graph_inputs
 
     ordered = sorted(texts, key=len)
-    any_backend = next(iter(predictors.values())).backend
-    with_case = getattr(any_backend, "reads_case", None) or getattr(getattr(any_backend, "model", None),
-                                                                   "case_embedding", None) is not None
-    batches = [graph_inputs(any_backend.token_tokenizer, ordered[i : i + batch_size], with_case=with_case)
+    eager = predictors["eager"].backend  # always run: the reference, and the model every export came from
+    with_case = eager.model.case_embedding is not None
+    batches = [graph_inputs(eager.token_tokenizer, ordered[i : i + batch_size], with_case=with_case)
                for i in range(0, len(ordered), batch_size)]
     calls = {}
     for name, predictor in predictors.items():

@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {args.model or 'untrained head, all-MiniLM-L6-v2'} | backend {args.backend} | precision "
               f"{args.precision or 'default'} | server threads "
               f"{args.threads} | {args.requests} requests per cell, one sentence each | labels {labels}")
+        precision = ["--precision", args.precision] if args.precision else []
         for mode, extra in modes.items():
-            precision = ["--precision", args.precision] if args.precision else []
             server = Server(model, args.backend, [*extra, "--threads", str(args.threads), *precision])
             try:
                 load(server.url, texts, labels, clients=4, requests=16)  # warm-up: caches, kernels

@@ -218,7 +218,7 @@ class TextPieces:
     words in its query's text, which turn its word units back into characters.
     """
 
-    windows: Windows
+    windows: Windows | None  # None in sentence mode when no query has a word
     owner: list[int]
     offsets: list[list[tuple[int, int]]] | None = None
 
